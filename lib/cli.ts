@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+// The `simple-apikey` command: secrets, migrations, rotation and keys from a shell, against DATABASE_URL.
+import { Command, InvalidArgumentError } from 'commander'
+import Fastify, { type FastifyInstance } from 'fastify'
+import simpleApiKey from '../index'
+import { generateSecret } from './fernet'
+import { openDatabase } from './database'
+import { migrate } from './migrations'
+import { toMilliseconds } from './duration'
+import type { ApiKeyRecord } from './store'
+
+const actor = { actor: 'cli' }
+
+interface DatabaseFlags {
+  databaseUrl?: string
+  dataDir?: string
+}
+
+function withDatabaseFlags (command: Command): Command {
+  return command
+    .option('--database-url <url>', 'PostgreSQL URL (default: $DATABASE_URL; without one, the embedded database in --data-dir)')
+    .option('--data-dir <dir>', 'folder of the embedded database')
+}
+
+async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => Promise<T>): Promise<T> {
+  const app = Fastify({ logger: false })
+  await app.register(simpleApiKey, {
+    connection: flags.databaseUrl,
+    dataDir: flags.dataDir,
+    hook: false,
+    cache: false
+  })
+  try {
+    return await run(app)
+  } finally {
+    await app.close()
+  }
+}
+
+function list (value: string, previous: string[] = []): string[] {
+  return previous.concat(value.split(',').map(item => item.trim()).filter(item => item !== ''))
+}
+
+function duration (value: string): number {
+  const ms = toMilliseconds(value)
+  if (ms === undefined) throw new InvalidArgumentError('expected milliseconds or a duration such as 7d')
+  return ms
+}
+
+function keyId (value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a key id')
+  return Number(value)
+}
+
+function describe (record: ApiKeyRecord): Record<string, string> {
+  const status = record.revoked ? 'revoked' : record.expiresAt.getTime() <= Date.now() ? 'expired' : 'active'
+  return {
+    id: String(record.id),
+    name: record.name,
+    entity: record.entityId,
+    status,
+    expires: record.expiresAt.toISOString(),
+    scopes: record.scopes.join(',') || '*',
+    'last used': record.lastUsedAt?.toISOString() ?? '-'
+  }
+}
+
+function table (rows: Array<Record<string, string>>): string {
+  if (rows.length === 0) return 'No API keys.'
+  const columns = Object.keys(rows[0])
+  const widths = columns.map(column => Math.max(column.length, ...rows.map(row => row[column].length)))
+  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()
+  return [line(columns), ...rows.map(row => line(columns.map(column => row[column])))].join('\n')
+}
+
+export function buildProgram (): Command {
+  const program = new Command('simple-apikey')
+    .description('API keys for Fastify: secrets, migrations, rotation and keys')
+
+  program.command('generate-secret')
+    .description('print a new Fernet secret for FERNET_SECRET or ROTATION_FERNET_SECRET')
+    .action(() => {
+      process.stdout.write(generateSecret() + '\n')
+    })
+
+  withDatabaseFlags(program.command('migrate'))
+    .description('create or update the plugin\'s tables')
+    .action(async (flags: DatabaseFlags) => {
+      const database = openDatabase({ connection: flags.databaseUrl, dataDir: flags.dataDir }, Fastify().log)
+      try {
+        await migrate(database.knex)
+      } finally {
+        await database.knex.destroy()
+      }
+      process.stdout.write('Migrations are up to date.\n')
+    })
+
+  withDatabaseFlags(program.command('rotation'))
+    .description('start a rotation from FERNET_SECRET to ROTATION_FERNET_SECRET, or stop it, or show its status')
+    .option('--stop', 'stop the rotation in progress')
+    .option('--status', 'print the rotation status as JSON')
+    .action(async (flags: DatabaseFlags & { stop?: boolean, status?: boolean }) => {
+      await withApp(flags, async app => {
+        if (flags.status === true) {
+          process.stdout.write(JSON.stringify(await app.keyring.status(), null, 2) + '\n')
+        } else if (flags.stop === true) {
+          await app.keyring.stopRotation(actor)
+          process.stdout.write('Successfully stopped rotation\n')
+        } else {
+          const status = await app.keyring.rotate(actor)
+          process.stdout.write(`Successfully started rotation ending at ${status.rotation!.endsAt.toISOString()}\n`)
+        }
+      })
+    })
+
+  const keys = program.command('keys').description('create, list, revoke and roll API keys')
+
+  withDatabaseFlags(keys.command('create'))
+    .description('create a key and print it once')
+    .requiredOption('--entity <id>', 'who the key belongs to')
+    .option('--name <name>', 'a label for people', '')
+    .option('--scopes <scopes>', 'comma-separated scopes (none: unrestricted)', list)
+    .option('--expires <date>', 'expiry date (ISO 8601)')
+    .option('--allow-ip <rules>', 'comma-separated addresses or CIDR ranges the key may be used from', list)
+    .option('--deny-ip <rules>', 'comma-separated addresses or CIDR ranges the key may never be used from', list)
+    .option('--json', 'print the key and its record as JSON')
+    .action(async (flags: DatabaseFlags & { entity: string, name: string, scopes?: string[], expires?: string, allowIp?: string[], denyIp?: string[], json?: boolean }) => {
+      await withApp(flags, async app => {
+        const { key, record } = await app.apiKeys.create({
+          name: flags.name,
+          entityId: flags.entity,
+          scopes: flags.scopes,
+          expiresAt: flags.expires,
+          whitelistedIps: flags.allowIp,
+          blacklistedIps: flags.denyIp
+        }, actor)
+        if (flags.json === true) {
+          process.stdout.write(JSON.stringify({ key, record }, null, 2) + '\n')
+        } else {
+          process.stdout.write(`${key}\n`)
+          process.stderr.write(`Created key ${record.id}. Store it somewhere safe: it cannot be shown again.\n`)
+        }
+      })
+    })
+
+  withDatabaseFlags(keys.command('list'))
+    .description('list keys')
+    .option('--entity <id>', 'only this entity\'s keys')
+    .option('--revoked', 'only revoked keys')
+    .option('--active', 'only keys neither revoked nor expired')
+    .option('--limit <n>', 'at most this many', value => keyId(value), 100)
+    .option('--json', 'print JSON')
+    .action(async (flags: DatabaseFlags & { entity?: string, revoked?: boolean, active?: boolean, limit: number, json?: boolean }) => {
+      await withApp(flags, async app => {
+        const page = await app.apiKeys.list({
+          entityId: flags.entity,
+          revoked: flags.revoked === true ? true : flags.active === true ? false : undefined,
+          expired: flags.active === true ? false : undefined,
+          limit: flags.limit
+        })
+        process.stdout.write((flags.json === true ? JSON.stringify(page, null, 2) : table(page.items.map(describe))) + '\n')
+      })
+    })
+
+  withDatabaseFlags(keys.command('revoke'))
+    .description('revoke keys')
+    .argument('<ids...>', 'key ids')
+    .action(async (ids: string[], flags: DatabaseFlags) => {
+      const parsed = ids.map(keyId)
+      await withApp(flags, async app => {
+        const revoked = await app.apiKeys.revokeMany(parsed, actor)
+        const missing = parsed.filter(id => !revoked.includes(id))
+        if (revoked.length > 0) process.stdout.write(`Revoked ${revoked.join(', ')}\n`)
+        if (missing.length > 0) throw new Error(`no API key with id ${missing.join(', ')}`)
+      })
+    })
+
+  withDatabaseFlags(keys.command('roll'))
+    .description('give a key a new value and print it once; the old value works for the grace period')
+    .argument('<id>', 'key id', keyId)
+    .option('--grace <duration>', 'how long the old value keeps working, e.g. 7d (default: 0, at once invalid)', duration, 0)
+    .action(async (id: number, flags: DatabaseFlags & { grace: number }) => {
+      await withApp(flags, async app => {
+        const { key } = await app.apiKeys.roll(id, { gracePeriod: flags.grace }, actor)
+        process.stdout.write(`${key}\n`)
+        process.stderr.write(`Rolled key ${id}. Store it somewhere safe: it cannot be shown again.\n`)
+      })
+    })
+
+  return program
+}
+
+export async function main (argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv)
+    return 0
+  } catch (err) {
+    process.stderr.write(`simple-apikey: ${oneLine(err)}\n`)
+    return 1
+  }
+}
+
+function oneLine (err: unknown): string {
+  const error = err as { message?: string, code?: string }
+  if (error.code === 'ECONNREFUSED' || error.code === 'ENOTFOUND') return `cannot reach the database (${error.code})`
+  if (error.code === 'FST_APIKEY_ROTATION_NOT_RUNNING') return 'No active rotation found to stop'
+  return String(error.message ?? err).split('\n')[0]
+}
+
+if (require.main === module) {
+  main(process.argv).then(code => { process.exitCode = code })
+}

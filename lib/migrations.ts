@@ -1,0 +1,60 @@
+// The plugin's Knex migrations as a migration source, run into their own migrations table.
+import type { Knex } from 'knex'
+import * as apiKeys from '../migrations/20261203000001_api_keys'
+import * as rotations from '../migrations/20261203000002_rotations'
+import * as usage from '../migrations/20261203000003_usage'
+
+export interface Tables {
+  /** Table of API keys. Default `api_keys`. */
+  keys: string
+  /** Table of secret rotations. Default `api_key_rotations`. */
+  rotations: string
+  /** Table of per-key usage counts. Default `api_key_usage`. */
+  usage: string
+}
+
+export const defaultTables: Tables = Object.freeze({ keys: 'api_keys', rotations: 'api_key_rotations', usage: 'api_key_usage' })
+
+/** The plugin's own migrations table, so that its history never mixes with the app's `knex_migrations`. */
+export const migrationsTableName = 'simple_apikey_migrations'
+
+type TableMigration = { up: (knex: Knex, tables: Tables) => Promise<void>, down: (knex: Knex, tables: Tables) => Promise<void> }
+
+const migrations: Record<string, TableMigration> = {
+  '20261203000001_api_keys.js': apiKeys,
+  '20261203000002_rotations.js': rotations,
+  '20261203000003_usage.js': usage
+}
+
+/** A Knex migration source for the plugin's tables, with their names. */
+export class MigrationSource implements Knex.MigrationSource<string> {
+  readonly tables: Tables
+
+  constructor (options: { tables?: Partial<Tables> } = {}) {
+    this.tables = { ...defaultTables, ...options.tables }
+  }
+
+  async getMigrations (): Promise<string[]> {
+    return Object.keys(migrations)
+  }
+
+  getMigrationName (migration: string): string {
+    return migration
+  }
+
+  async getMigration (migration: string): Promise<Knex.Migration> {
+    const { up, down } = migrations[migration]
+    return { up: knex => up(knex, this.tables), down: knex => down(knex, this.tables) }
+  }
+}
+
+/** For a knexfile: `migrations: { migrationSource, tableName: migrationsTableName }`. */
+export const migrationSource = new MigrationSource()
+
+export function migrationConfig (tables?: Partial<Tables>): Knex.MigratorConfig {
+  return { migrationSource: new MigrationSource({ tables }), tableName: migrationsTableName }
+}
+
+export async function migrate (knex: Knex, tables?: Partial<Tables>): Promise<void> {
+  await knex.migrate.latest(migrationConfig(tables))
+}

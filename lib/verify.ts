@@ -1,0 +1,235 @@
+// Verifies a request's API key: header, Fernet token, key row, then the request's IP, entity, scopes and protocol.
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { BlockList } from 'node:net'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Keyring } from './keyring'
+import type { ApiKey, StoredKey } from './store'
+import type { VerificationCache } from './cache'
+import { matches, toBlockList } from './ip'
+import {
+  EntityInactiveError, ExpiredKeyError, HttpsRequiredError, InsufficientScopeError, InvalidKeyError, IpDeniedError,
+  IpNotAllowedError, KeyNotFoundError, MalformedKeyError, MissingKeyError, RevokedKeyError, UnavailableError
+} from './errors'
+
+/** Route option `config.apiKey`: `false` makes the route public. */
+export interface RouteApiKeyConfig {
+  /** Scopes the key must all have. A key with no scopes is unrestricted, as in drf-simple-apikey, unless `allowUnscoped` is false. */
+  scopes?: string[]
+  /** Whether a key with no scopes passes a scope check. Default true; the plugin's admin routes set false. */
+  allowUnscoped?: boolean
+}
+
+export type IsEntityActive = (entityId: string, request: FastifyRequest) => boolean | Promise<boolean>
+
+/** A key that passed the token and row checks; what the cache keeps. */
+export interface VerifiedKey {
+  apiKey: ApiKey
+  /** Epoch ms: the earlier of the token's `_exp` and the row's `expiry_date`. */
+  expiresAt: number
+  /** Epoch ms after which the token's per-key secret stops working (a rolled key's grace period), else Infinity. */
+  secretValidUntil: number
+  allowed: BlockList | null
+  denied: BlockList | null
+  /** Fingerprint of the Fernet secret the token is under. */
+  fingerprint: string
+}
+
+export interface VerifierOptions {
+  keyword: string
+  keyPrefix: string
+  enforceHttps: boolean
+  isEntityActive?: IsEntityActive
+  /** Longest key accepted, so that megabyte headers cost nothing. */
+  maxKeyLength: number
+}
+
+export interface VerifierDeps {
+  keyring: { readonly current: Keyring }
+  findKey: (id: number) => Promise<StoredKey | null>
+  cache: VerificationCache | null
+}
+
+type ApiKeyError = Error & { apiKeyId?: number }
+
+export class Verifier {
+  readonly #options: VerifierOptions
+  readonly #deps: VerifierDeps
+  readonly #inflight = new Map<string, Promise<VerifiedKey>>()
+  // Bumped by every invalidation: a read that began before one must not fill the cache.
+  #generation = 0
+
+  constructor (options: VerifierOptions, deps: VerifierDeps) {
+    this.#options = options
+    this.#deps = deps
+  }
+
+  get keyword (): string {
+    return this.#options.keyword
+  }
+
+  /** Reads the key from the Authorization header: `<keyword> <key>`. */
+  tokenOf (header: string | undefined): string {
+    if (header === undefined) throw new MissingKeyError()
+    const parts = header.split(' ').filter(part => part !== '')
+    if (parts[0] !== this.#options.keyword) throw new MissingKeyError()
+    if (parts.length !== 2) throw new MalformedKeyError()
+    const key = parts[1]
+    return this.#options.keyPrefix !== '' && key.startsWith(this.#options.keyPrefix) ? key.slice(this.#options.keyPrefix.length) : key
+  }
+
+  /** The verified key for a token, from the cache, a read already under way, or the database. */
+  resolve (token: string): Promise<VerifiedKey> {
+    const cached = this.#deps.cache?.get(token)
+    if (cached !== undefined) return Promise.resolve(cached)
+    const pending = this.#inflight.get(token)
+    if (pending !== undefined) return pending
+    const loading = this.#load(token).finally(() => {
+      if (this.#inflight.get(token) === loading) this.#inflight.delete(token)
+    })
+    this.#inflight.set(token, loading)
+    return loading
+  }
+
+  /** After a revoke or roll: the key's next request is read afresh. */
+  invalidateKey (id: number): void {
+    this.#deps.cache?.forgetKey(id)
+    this.#forgetPending()
+  }
+
+  /** After a rotation phase change: every key is read afresh under the new keyring. */
+  invalidateAll (): void {
+    this.#deps.cache?.clear()
+    this.#forgetPending()
+  }
+
+  // A request that arrives after an invalidation returned must not share a read that began before it.
+  #forgetPending (): void {
+    this.#generation++
+    this.#inflight.clear()
+  }
+
+  async #load (token: string): Promise<VerifiedKey> {
+    const generation = this.#generation
+    if (token.length > this.#options.maxKeyLength) throw new InvalidKeyError()
+    const opened = tryOpen(this.#deps.keyring.current, token)
+    if (opened === null) throw new InvalidKeyError()
+    const { payload, fingerprint } = opened
+    const id = payload._pk
+    const exp = payload._exp
+    const secret = payload._secret
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0 || typeof exp !== 'number' || !Number.isFinite(exp) ||
+      (secret !== undefined && typeof secret !== 'string')) {
+      throw new InvalidKeyError()
+    }
+    const now = Date.now()
+    if (exp * 1000 <= now) throw withKeyId(new ExpiredKeyError(), id)
+
+    let row: StoredKey | null
+    try {
+      row = await this.#deps.findKey(id)
+    } catch (err) {
+      throw withKeyId(Object.assign(new UnavailableError(), { cause: err }), id)
+    }
+    if (row === null) throw withKeyId(new KeyNotFoundError(), id)
+    const secretValidUntil = checkSecret(row, secret, now)
+    if (secretValidUntil === null) throw withKeyId(new InvalidKeyError(), id)
+    const expiresAt = Math.min(exp * 1000, row.expiresAt.getTime())
+    if (expiresAt <= now) throw withKeyId(new ExpiredKeyError(), id)
+    if (row.revoked) throw withKeyId(new RevokedKeyError(), id)
+
+    const verified: VerifiedKey = {
+      apiKey: { id: row.id, name: row.name, entityId: row.entityId, scopes: row.scopes, expiresAt: new Date(expiresAt), metadata: row.metadata },
+      expiresAt,
+      secretValidUntil,
+      allowed: toBlockList(row.whitelistedIps),
+      denied: toBlockList(row.blacklistedIps),
+      fingerprint
+    }
+    if (generation === this.#generation) this.#deps.cache?.set(token, verified)
+    return verified
+  }
+
+  /** A cached key may have expired, or its rolled secret's grace period ended, since it was read. */
+  checkExpiry (verified: VerifiedKey): void {
+    const now = Date.now()
+    if (verified.expiresAt <= now) throw withKeyId(new ExpiredKeyError(), verified.apiKey.id)
+    if (verified.secretValidUntil <= now) throw withKeyId(new InvalidKeyError(), verified.apiKey.id)
+  }
+
+  /** The checks that depend on the request and the route, run on every request, cached key or not. */
+  async check (verified: VerifiedKey, request: FastifyRequest, config: RouteApiKeyConfig | undefined): Promise<void> {
+    const id = verified.apiKey.id
+    this.checkExpiry(verified)
+    if (verified.denied !== null && matches(verified.denied, request.ip)) throw withKeyId(new IpDeniedError(), id)
+    if (verified.allowed !== null && !matches(verified.allowed, request.ip)) throw withKeyId(new IpNotAllowedError(), id)
+    const isEntityActive = this.#options.isEntityActive
+    if (isEntityActive !== undefined) {
+      let active: boolean
+      try {
+        active = await isEntityActive(verified.apiKey.entityId, request)
+      } catch (err) {
+        throw withKeyId(Object.assign(new UnavailableError(), { cause: err }), id)
+      }
+      if (active !== true) throw withKeyId(new EntityInactiveError(), id)
+    }
+    if (config?.scopes !== undefined && config.scopes.length > 0 && !hasScopes(verified.apiKey.scopes, config)) {
+      throw withKeyId(new InsufficientScopeError(), id)
+    }
+    if (this.#options.enforceHttps && request.protocol !== 'https') throw withKeyId(new HttpsRequiredError(), id)
+  }
+
+  /** The whole verification as a Fastify hook: sets `request.apiKey`, or replies with the error. */
+  createHook (onVerified?: (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey) => void) {
+    const keyword = this.#options.keyword
+    return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      const config = request.routeOptions.config.apiKey
+      if (config === false) return
+      try {
+        const token = this.tokenOf(request.headers.authorization)
+        const verified = await this.resolve(token)
+        await this.check(verified, request, config)
+        request.apiKey = verified.apiKey
+        onVerified?.(request, reply, token, verified)
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode === 401) reply.header('www-authenticate', keyword)
+        throw err
+      }
+    }
+  }
+}
+
+function tryOpen (keyring: Keyring, token: string) {
+  try {
+    return keyring.tryOpen(token)
+  } catch {
+    return null
+  }
+}
+
+/** Epoch ms until which the token's per-key secret is good, or null when it is missing or wrong. */
+function checkSecret (row: StoredKey, secret: string | undefined, now: number): number | null {
+  if (row.hashedSecret === '') return Infinity
+  if (secret === undefined) return null
+  const hashed = createHash('sha256').update(secret).digest('hex')
+  if (sameHash(hashed, row.hashedSecret)) return Infinity
+  if (row.previousHashedSecret !== null && row.previousSecretExpires !== null && sameHash(hashed, row.previousHashedSecret)) {
+    const until = row.previousSecretExpires.getTime()
+    return until > now ? until : null
+  }
+  return null
+}
+
+function sameHash (a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b))
+}
+
+function hasScopes (keyScopes: string[], config: RouteApiKeyConfig): boolean {
+  if (keyScopes.length === 0) return config.allowUnscoped !== false
+  return config.scopes!.every(scope => keyScopes.includes(scope))
+}
+
+function withKeyId (err: ApiKeyError, id: number): ApiKeyError {
+  // Fastify logs the error it replies with; the key id lets operators trace it, the key itself never appears.
+  err.apiKeyId = id
+  return err
+}
