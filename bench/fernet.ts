@@ -3,7 +3,6 @@ import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import * as ours from '../lib/fernet'
 import { Fernet as FernetNodejs } from 'fernet-nodejs'
-// `fernet` ships no types; its surface here is Secret and Token(...).decode().
 import fernetCryptoJs = require('fernet')
 
 interface Contender {
