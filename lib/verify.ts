@@ -69,8 +69,9 @@ export class Verifier {
 
   /** Reads the key from the Authorization header: `<keyword> <key>`. */
   tokenOf (header: string | undefined): string {
-    if (header === undefined) throw new MissingKeyError()
-    const parts = header.split(' ').filter(part => part !== '')
+    if (typeof header !== 'string') throw new MissingKeyError()
+    // Any run of whitespace separates, as drf-simple-apikey's `split()` does.
+    const parts = header.trim().split(/\s+/)
     if (parts[0] !== this.#options.keyword) throw new MissingKeyError()
     if (parts.length !== 2) throw new MalformedKeyError()
     const key = parts[1]
