@@ -18,6 +18,8 @@ import { ApiKeys as ApiKeysClass, type CreateKeyInput as CreateKeyInputShape, ty
 import { Audit, type AuditEvent as AuditEventShape, type OnAuditEvent as OnAuditEventFunction, type ActionContext as ActionContextShape } from './lib/audit'
 import { Sync } from './lib/sync'
 import { registerRoutes, type RoutesOptions as RoutesOptionsShape } from './lib/routes'
+import { UsageCounter, readUsage, UNMATCHED_ROUTE as unmatchedRouteValue, type UsageOptions as UsageOptionsShape, type KeyUsage as KeyUsageShape, type RouteUsage as RouteUsageShape } from './lib/usage'
+import { rateLimitByKey as rateLimitByKeyFunction, type RateLimitByKeyOptions as RateLimitByKeyOptionsShape, type RateLimitByKeyConfig as RateLimitByKeyConfigShape, type KeyRateLimit as KeyRateLimitShape } from './lib/ratelimit'
 import { durationOption, type Duration as DurationValue } from './lib/duration'
 import { keyPattern as keyPatternFunction } from './lib/pattern'
 import { InvalidOptionError, NotMigratedError } from './lib/errors'
@@ -79,6 +81,10 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   resync.unref()
   closers.push(() => clearInterval(resync))
 
+  // Pushed after the database's closer, so it runs before it: the last counts are written while the database is open.
+  const usage = settings.usageFlushInterval === null ? null : new UsageCounter({ knex, tables, log: fastify.log }, settings.usageFlushInterval)
+  if (usage !== null) closers.push(() => usage.close())
+
   verifier = new Verifier({
     keyword: settings.keyword,
     keyPrefix: settings.keyPrefix,
@@ -92,11 +98,14 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
     keyring,
     verifier,
     audit,
-    publishKeyChange: id => sync.publish({ kind: 'key', id })
+    publishKeyChange: id => sync.publish({ kind: 'key', id }),
+    readUsage: id => readUsage(knex, tables, id),
+    flushUsage: () => usage === null ? Promise.resolve() : usage.flush()
   })
 
   const liveKeyring = keyring
   const verifyApiKey = verifier.createHook((request, reply, token, verified) => {
+    usage?.record(verified.apiKey.id, request.method, request.routeOptions.url)
     if (settings.renewal && liveKeyring.phase === 'transition' && verified.fingerprint !== liveKeyring.current.encryptingFingerprint) {
       reply.header('api-key-renewal', settings.keyPrefix + liveKeyring.reencrypt(token))
     }
@@ -117,6 +126,8 @@ interface Settings {
   rotationPeriod: number
   syncInterval: number
   renewal: boolean
+  /** ms between usage writes, or null when usage is not counted. */
+  usageFlushInterval: number | null
 }
 
 function readOptions (options: fastifySimpleApiKey.SimpleApiKeyOptions): Settings {
@@ -151,6 +162,11 @@ function readOptions (options: fastifySimpleApiKey.SimpleApiKeyOptions): Setting
   for (const [name, value] of Object.entries(options.tables ?? {})) {
     if (typeof value !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(value)) throw new InvalidOptionError(`tables.${name}`, 'expected a table name')
   }
+  if (options.usage !== undefined && options.usage !== false && (options.usage === null || typeof options.usage !== 'object')) {
+    throw new InvalidOptionError('usage', 'expected { flushInterval } or false')
+  }
+  const usageFlushInterval = options.usage === false ? null : durationOption('usage.flushInterval', options.usage?.flushInterval, 5_000)
+  if (usageFlushInterval !== null && usageFlushInterval < 10) throw new InvalidOptionError('usage.flushInterval', 'expected at least 10 ms')
   const syncInterval = durationOption('syncInterval', options.syncInterval, 5_000)
   if (syncInterval < 100) throw new InvalidOptionError('syncInterval', 'expected at least 100 ms')
   return {
@@ -159,7 +175,8 @@ function readOptions (options: fastifySimpleApiKey.SimpleApiKeyOptions): Setting
     keyLifetime: durationOption('keyLifetime', options.keyLifetime, 365 * 24 * 3600 * 1000),
     rotationPeriod: durationOption('rotationPeriod', options.rotationPeriod, 7 * 24 * 3600 * 1000),
     syncInterval,
-    renewal: options.renewal === 'header'
+    renewal: options.renewal === 'header',
+    usageFlushInterval
   }
 }
 
@@ -225,6 +242,8 @@ declare namespace fastifySimpleApiKey {
     onAuditEvent?: OnAuditEvent
     /** The rotation, management and reissue routes, or false for none. */
     routes?: RoutesOptions | false
+    /** Count accepted requests per key, route and method, written every `flushInterval` (default 5 s); false to count nothing. */
+    usage?: UsageOptions | false
   }
   export type Duration = DurationValue
   export type ApiKey = ApiKeyShape
@@ -243,6 +262,12 @@ declare namespace fastifySimpleApiKey {
   export type AuditEvent = AuditEventShape
   export type OnAuditEvent = OnAuditEventFunction
   export type ActionContext = ActionContextShape
+  export type UsageOptions = UsageOptionsShape
+  export type KeyUsage = KeyUsageShape
+  export type RouteUsage = RouteUsageShape
+  export type RateLimitByKeyOptions = RateLimitByKeyOptionsShape
+  export type RateLimitByKeyConfig = RateLimitByKeyConfigShape
+  export type KeyRateLimit = KeyRateLimitShape
   export type TableNames = Tables
   export type KnexInstance = Knex
   export {
@@ -258,6 +283,8 @@ declare namespace fastifySimpleApiKey {
     migrationsTableNameValue as migrationsTableName,
     migrateFunction as migrate,
     keyPatternFunction as keyPattern,
+    rateLimitByKeyFunction as rateLimitByKey,
+    unmatchedRouteValue as UNMATCHED_ROUTE,
     fastifySimpleApiKey as default,
     fastifySimpleApiKey
   }
@@ -277,7 +304,9 @@ Object.assign(fastifySimpleApiKey, {
   migrationSource: migrationSourceObject,
   migrationsTableName: migrationsTableNameValue,
   migrate: migrateFunction,
-  keyPattern: keyPatternFunction
+  keyPattern: keyPatternFunction,
+  rateLimitByKey: rateLimitByKeyFunction,
+  UNMATCHED_ROUTE: unmatchedRouteValue
 })
 
 export = fastifySimpleApiKey

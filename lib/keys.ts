@@ -5,6 +5,7 @@ import { toRecord } from './store'
 import type { RotatingKeyring } from './rotation'
 import type { Verifier } from './verify'
 import type { ActionContext, Audit } from './audit'
+import type { KeyUsage } from './usage'
 import { isValidIpRule } from './ip'
 import { toMilliseconds, type Duration } from './duration'
 import { InvalidInputError, UnknownKeyError } from './errors'
@@ -50,6 +51,10 @@ export interface ApiKeysDeps {
   audit: Audit
   /** Tells every instance that a key changed. */
   publishKeyChange: (id: number) => Promise<void>
+  /** The usage written so far for a key, or null when there is no such key. */
+  readUsage: (id: number) => Promise<KeyUsage | null>
+  /** Writes this instance's counts now. */
+  flushUsage: () => Promise<void>
 }
 
 const MAX_LIST_LIMIT = 1000
@@ -88,6 +93,21 @@ export class ApiKeys {
       throw new InvalidInputError('offset', 'a whole number from 0')
     }
     return this.#deps.store.list({ ...filter, entityId: filter.entityId === undefined ? undefined : String(filter.entityId) })
+  }
+
+  /**
+   * A key's request counts per route and method and its last use, as written so far: each instance writes its counts
+   * every `usage.flushInterval`, and at once on `flushUsage()`.
+   */
+  async usage (id: number): Promise<KeyUsage> {
+    const usage = await this.#deps.readUsage(checkId(id))
+    if (usage === null) throw new UnknownKeyError(id)
+    return usage
+  }
+
+  /** Writes this instance's usage counts now instead of at the next `usage.flushInterval`. */
+  async flushUsage (): Promise<void> {
+    await this.#deps.flushUsage()
   }
 
   /** Revokes one key; every instance refuses it from now on. */

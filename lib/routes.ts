@@ -68,6 +68,27 @@ const rotationStatus = {
   }
 } as const
 
+const keyUsage = {
+  type: 'object',
+  description: 'Counts written so far: each instance writes its counts every usage.flushInterval.',
+  properties: {
+    total: { type: 'integer' },
+    lastUsedAt: { type: ['string', 'null'], format: 'date-time' },
+    routes: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          method: { type: 'string' },
+          route: { type: 'string' },
+          count: { type: 'integer' },
+          lastUsedAt: { type: 'string', format: 'date-time' }
+        }
+      }
+    }
+  }
+} as const
+
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const
 
 const errors = (...codes: number[]) => Object.fromEntries(codes.map(code => [code, errorResponse]))
@@ -190,6 +211,11 @@ export function registerRoutes (fastify: FastifyInstance, options: RoutesOptions
       if (found === null) throw new UnknownKeyError(id)
       return found
     })
+
+    routes.get('/:id/usage', {
+      ...admin,
+      schema: { tags, summary: 'Requests per route and method, and the last use', params: idParams, response: { 200: keyUsage, ...errors(400, 401, 403, 404) } }
+    }, async request => routes.apiKeys.usage((request.params as { id: number }).id))
 
     routes.post('/:id/revoke', {
       ...admin,
