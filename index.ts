@@ -18,6 +18,7 @@ import { ApiKeys as ApiKeysClass, type CreateKeyInput as CreateKeyInputShape, ty
 import { Audit, type AuditEvent as AuditEventShape, type OnAuditEvent as OnAuditEventFunction, type ActionContext as ActionContextShape } from './lib/audit'
 import { Sync } from './lib/sync'
 import { registerRoutes, type RoutesOptions as RoutesOptionsShape } from './lib/routes'
+import { adminPage } from './lib/admin'
 import { UsageCounter, readUsage, UNMATCHED_ROUTE as unmatchedRouteValue, type UsageOptions as UsageOptionsShape, type KeyUsage as KeyUsageShape, type RouteUsage as RouteUsageShape } from './lib/usage'
 import { rateLimitByKey as rateLimitByKeyFunction, type RateLimitByKeyOptions as RateLimitByKeyOptionsShape, type RateLimitByKeyConfig as RateLimitByKeyConfigShape, type KeyRateLimit as KeyRateLimitShape } from './lib/ratelimit'
 import { durationOption, type Duration as DurationValue } from './lib/duration'
@@ -116,7 +117,14 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   fastify.decorate('verifyApiKey', verifyApiKey)
   fastify.decorateRequest('apiKey', null)
   if (options.hook !== false) fastify.addHook('onRequest', verifyApiKey)
-  if (options.routes !== false) registerRoutes(fastify, options.routes ?? {}, { verifyApiKey, globalHook: options.hook !== false })
+  if (options.routes !== false) {
+    const routes = options.routes ?? {}
+    registerRoutes(fastify, routes, {
+      verifyApiKey,
+      globalHook: options.hook !== false,
+      adminPage: adminPage({ keyword: settings.keyword, appGuard: routes.preHandler !== undefined })
+    })
+  }
 }
 
 interface Settings {
@@ -150,9 +158,10 @@ function readOptions (options: fastifySimpleApiKey.SimpleApiKeyOptions): Setting
     throw new InvalidOptionError('renewal', 'expected \'header\' or false')
   }
   if (options.routes !== undefined && options.routes !== false) {
-    const { prefix, preHandler } = options.routes
+    const { prefix, preHandler, admin } = options.routes
     if (prefix !== undefined && (typeof prefix !== 'string' || !prefix.startsWith('/'))) throw new InvalidOptionError('routes.prefix', 'expected a path starting with \'/\'')
     if (preHandler !== undefined && typeof preHandler !== 'function') throw new InvalidOptionError('routes.preHandler', 'expected a preHandler hook function')
+    if (admin !== undefined && typeof admin !== 'boolean') throw new InvalidOptionError('routes.admin', 'expected true or false')
   }
   if (options.cache !== undefined && options.cache !== false) {
     const { max, ttl } = options.cache

@@ -5,7 +5,8 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import simpleApiKey from '../index'
 import { generateSecret } from './fernet'
 import { openDatabase } from './database'
-import { migrate } from './migrations'
+import { defaultTables, migrate, rollbackAdoption, type Tables } from './migrations'
+import { drfTables } from './adopt'
 import { toMilliseconds } from './duration'
 import type { ApiKeyRecord } from './store'
 
@@ -14,12 +15,31 @@ const actor = { actor: 'cli' }
 interface DatabaseFlags {
   databaseUrl?: string
   dataDir?: string
+  keysTable?: string
+  rotationsTable?: string
+  usageTable?: string
+}
+
+function tableName (value: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(value)) throw new InvalidArgumentError('expected a table name')
+  return value
 }
 
 function withDatabaseFlags (command: Command): Command {
   return command
     .option('--database-url <url>', 'PostgreSQL URL (default: $DATABASE_URL; without one, the embedded database in --data-dir)')
     .option('--data-dir <dir>', 'folder of the embedded database')
+    .option('--keys-table <name>', 'table of the keys (default: api_keys; drf_simple_apikey_apikey with --adopt-drf)', tableName)
+    .option('--rotations-table <name>', 'table of the rotations (default: api_key_rotations; drf_simple_apikey_rotation_rotation with --adopt-drf)', tableName)
+    .option('--usage-table <name>', 'table of the usage counts (default: api_key_usage)', tableName)
+}
+
+function tablesOf (flags: DatabaseFlags): Partial<Tables> {
+  return {
+    ...(flags.keysTable === undefined ? {} : { keys: flags.keysTable }),
+    ...(flags.rotationsTable === undefined ? {} : { rotations: flags.rotationsTable }),
+    ...(flags.usageTable === undefined ? {} : { usage: flags.usageTable })
+  }
 }
 
 async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => Promise<T>): Promise<T> {
@@ -27,6 +47,7 @@ async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => 
   await app.register(simpleApiKey, {
     connection: flags.databaseUrl,
     dataDir: flags.dataDir,
+    tables: tablesOf(flags),
     hook: false,
     cache: false
   })
@@ -85,14 +106,21 @@ export function buildProgram (): Command {
 
   withDatabaseFlags(program.command('migrate'))
     .description('create or update the plugin\'s tables')
-    .action(async (flags: DatabaseFlags) => {
+    .option('--adopt-drf', 'instead, add the plugin\'s columns to the tables of drf-simple-apikey, which Django keeps using')
+    .option('--rollback', 'with --adopt-drf: undo the adoption, dropping only what it added')
+    .action(async (flags: DatabaseFlags & { adoptDrf?: boolean, rollback?: boolean }) => {
+      if (flags.rollback === true && flags.adoptDrf !== true) throw new InvalidArgumentError('--rollback undoes an adoption: use it with --adopt-drf')
+      const tables = { ...(flags.adoptDrf === true ? drfTables : defaultTables), ...tablesOf(flags) }
       const database = openDatabase({ connection: flags.databaseUrl, dataDir: flags.dataDir }, Fastify().log)
       try {
-        await migrate(database.knex)
+        if (flags.rollback === true) await rollbackAdoption(database.knex, tables)
+        else await migrate(database.knex, tables, { adoptDrf: flags.adoptDrf === true })
       } finally {
         await database.knex.destroy()
       }
-      process.stdout.write('Migrations are up to date.\n')
+      if (flags.adoptDrf !== true) process.stdout.write('Migrations are up to date.\n')
+      else if (flags.rollback === true) process.stdout.write(`Adoption undone: the plugin's columns are gone from ${tables.keys} and ${tables.rotations}, and ${tables.usage} is dropped.\n`)
+      else process.stdout.write(`Adopted ${tables.keys} and ${tables.rotations}; usage goes to ${tables.usage}. Register the plugin with tables: ${JSON.stringify(tables)}.\n`)
     })
 
   withDatabaseFlags(program.command('rotation'))
@@ -108,7 +136,7 @@ export function buildProgram (): Command {
           process.stdout.write('Successfully stopped rotation\n')
         } else {
           const status = await app.keyring.rotate(actor)
-          process.stdout.write(`Successfully started rotation ending at ${status.rotation!.endsAt.toISOString()}\n`)
+          process.stdout.write(`Successfully started rotation ending at ${status.rotation!.endsAt!.toISOString()}\n`)
         }
       })
     })

@@ -30,3 +30,5 @@ export const RotationInProgressError = createError('FST_APIKEY_ROTATION_IN_PROGR
 export const RotationNotRunningError = createError('FST_APIKEY_ROTATION_NOT_RUNNING', 'No rotation is in progress.', 409)
 export const NoUsableSecretError = createError('FST_APIKEY_NO_USABLE_SECRET', 'No configured secret can be used: %s', 500)
 export const NotMigratedError = createError('FST_APIKEY_NOT_MIGRATED', 'The table "%s" does not exist: run `simple-apikey migrate`, `knex migrate:latest` with the plugin\'s migrationSource, or register with `migrate: true`.', 500)
+export const NotAdoptedError = createError('FST_APIKEY_NOT_ADOPTED', 'The table "%s" lacks the plugin\'s columns: for drf-simple-apikey\'s tables run `simple-apikey migrate --adopt-drf` or `migrate(knex, tables, { adoptDrf: true })`.', 500)
+export const DrfTableMissingError = createError('FST_APIKEY_DRF_TABLE_MISSING', 'Cannot adopt: the table "%s" does not exist. Check the table names (drf-simple-apikey\'s keys table is drf_simple_apikey_apikey) and that Django\'s migrations ran.', 500)

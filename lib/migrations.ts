@@ -3,6 +3,7 @@ import type { Knex } from 'knex'
 import * as apiKeys from '../migrations/20261203000001_api_keys'
 import * as rotations from '../migrations/20261203000002_rotations'
 import * as usage from '../migrations/20261203000003_usage'
+import { adoptDrfMigrations, adoptDrfMigrationsTableName, checkDrfTables, drfTables } from './adopt'
 
 export interface Tables {
   /** Table of API keys. Default `api_keys`. */
@@ -18,7 +19,12 @@ export const defaultTables: Tables = Object.freeze({ keys: 'api_keys', rotations
 /** The plugin's own migrations table, so that its history never mixes with the app's `knex_migrations`. */
 export const migrationsTableName = 'simple_apikey_migrations'
 
-type TableMigration = { up: (knex: Knex, tables: Tables) => Promise<void>, down: (knex: Knex, tables: Tables) => Promise<void> }
+export type TableMigration = { up: (knex: Knex, tables: Tables) => Promise<void>, down: (knex: Knex, tables: Tables) => Promise<void> }
+
+export interface MigrateOptions {
+  /** Adopt drf-simple-apikey's tables: add the plugin's columns to them (tables default to drf's names) instead of creating the plugin's own. */
+  adoptDrf?: boolean
+}
 
 const migrations: Record<string, TableMigration> = {
   '20261203000001_api_keys.js': apiKeys,
@@ -29,13 +35,15 @@ const migrations: Record<string, TableMigration> = {
 /** A Knex migration source for the plugin's tables, with their names. */
 export class MigrationSource implements Knex.MigrationSource<string> {
   readonly tables: Tables
+  readonly #migrations: Record<string, TableMigration>
 
-  constructor (options: { tables?: Partial<Tables> } = {}) {
-    this.tables = { ...defaultTables, ...options.tables }
+  constructor (options: { tables?: Partial<Tables> } & MigrateOptions = {}) {
+    this.tables = { ...(options.adoptDrf === true ? drfTables : defaultTables), ...options.tables }
+    this.#migrations = options.adoptDrf === true ? adoptDrfMigrations : migrations
   }
 
   async getMigrations (): Promise<string[]> {
-    return Object.keys(migrations)
+    return Object.keys(this.#migrations)
   }
 
   getMigrationName (migration: string): string {
@@ -43,7 +51,7 @@ export class MigrationSource implements Knex.MigrationSource<string> {
   }
 
   async getMigration (migration: string): Promise<Knex.Migration> {
-    const { up, down } = migrations[migration]
+    const { up, down } = this.#migrations[migration]
     return { up: knex => up(knex, this.tables), down: knex => down(knex, this.tables) }
   }
 }
@@ -51,10 +59,21 @@ export class MigrationSource implements Knex.MigrationSource<string> {
 /** For a knexfile: `migrations: { migrationSource, tableName: migrationsTableName }`. */
 export const migrationSource = new MigrationSource()
 
-export function migrationConfig (tables?: Partial<Tables>): Knex.MigratorConfig {
-  return { migrationSource: new MigrationSource({ tables }), tableName: migrationsTableName }
+/** Knex migrator settings; with `adoptDrf`, e.g. `knex.migrate.rollback(migrationConfig(drfTables, { adoptDrf: true }), true)` undoes an adoption. */
+export function migrationConfig (tables?: Partial<Tables>, options: MigrateOptions = {}): Knex.MigratorConfig {
+  return {
+    migrationSource: new MigrationSource({ tables, adoptDrf: options.adoptDrf }),
+    tableName: options.adoptDrf === true ? adoptDrfMigrationsTableName : migrationsTableName
+  }
 }
 
-export async function migrate (knex: Knex, tables?: Partial<Tables>): Promise<void> {
-  await knex.migrate.latest(migrationConfig(tables))
+export async function migrate (knex: Knex, tables?: Partial<Tables>, options: MigrateOptions = {}): Promise<void> {
+  const config = migrationConfig(tables, options)
+  if (options.adoptDrf === true) await checkDrfTables(knex, (config.migrationSource as MigrationSource).tables)
+  await knex.migrate.latest(config)
+}
+
+/** Undoes the adoption of drf-simple-apikey's tables: drops only what it added. */
+export async function rollbackAdoption (knex: Knex, tables?: Partial<Tables>): Promise<void> {
+  await knex.migrate.rollback(migrationConfig(tables, { adoptDrf: true }), true)
 }

@@ -100,6 +100,11 @@ export class KeyStore {
     return toStoredKey(inserted)
   }
 
+  /** At start: fails with PostgreSQL's error when the table or one of the columns the plugin reads is missing. */
+  async checkColumns (): Promise<void> {
+    await this.knex(this.table).select(VERIFY_COLUMNS).limit(0)
+  }
+
   async find (id: number): Promise<StoredKey | null> {
     const row = await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first()
     return row === undefined ? null : toStoredKey(row)

@@ -35,6 +35,8 @@ test('verification: every row of the table against real PostgreSQL', async t => 
   await expect({ authorization: `Bearer ${key}` }, 401, 'FST_APIKEY_MISSING', 'Authentication credentials were not provided.')
   await expect({ authorization: `api-key ${key}` }, 401, 'FST_APIKEY_MISSING', 'Authentication credentials were not provided.')
   await expect({ authorization: 'Api-Key' }, 401, 'FST_APIKEY_MALFORMED', 'Incorrect API KEY format.')
+  await expect({ authorization: `Api-Key\t${key}` }, 200, null, null)
+  await expect({ authorization: `  Api-Key   ${key}  ` }, 200, null, null)
   await expect({ authorization: `Api-Key ${key} ${key}` }, 401, 'FST_APIKEY_MALFORMED', 'Incorrect API KEY format.')
   await expect({ authorization: 'Api-Key not-a-token' }, 401, 'FST_APIKEY_INVALID', 'Invalid API Key.')
   await expect(auth(new Keyring([fernet.generateSecret()]).encrypt({ _pk: record.id, _exp: 4e9 })), 401, 'FST_APIKEY_INVALID', 'Invalid API Key.')
