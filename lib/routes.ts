@@ -1,7 +1,8 @@
 // The HTTP routes: rotation, key management and reissue under one prefix, with JSON schemas for OpenAPI.
-import type { FastifyInstance, FastifyRequest, preHandlerHookHandler, onRequestHookHandler } from 'fastify'
+import { isDeepStrictEqual } from 'node:util'
+import type { FastifyInstance, FastifyRequest, preHandlerHookHandler, preValidationHookHandler, onRequestHookHandler } from 'fastify'
 import type { ActionContext } from './audit'
-import { UnknownKeyError } from './errors'
+import { InvalidInputError, UnknownKeyError } from './errors'
 
 export interface RoutesOptions {
   /** Where the routes live. Default `/apikeys`. */
@@ -39,12 +40,38 @@ export const apiKeyRecordSchema = {
   }
 } as const
 
-const record = { $ref: 'SimpleApiKeyRecord#' }
-const issuedKey = {
+const { $id: recordSchemaId, ...inlineRecordSchema } = apiKeyRecordSchema
+
+/**
+ * The record schema as the routes refer to it. The app may hold the $id already: the plugin's own schema (from a
+ * registration in a parent context, or added by the app for its routes) is shared; a different one is left alone
+ * and the routes inline theirs.
+ */
+function recordSchemaOf (fastify: FastifyInstance): object {
+  const existing = fastify.getSchema(recordSchemaId)
+  if (existing === undefined) fastify.addSchema(apiKeyRecordSchema)
+  else if (!isDeepStrictEqual(existing, apiKeyRecordSchema)) return inlineRecordSchema
+  return { $ref: `${recordSchemaId}#` }
+}
+
+const issuedKeyOf = (record: object) => ({
   type: 'object',
   description: 'The key is in this response only: it is never stored and cannot be shown again.',
   properties: { key: { type: 'string' }, record }
-} as const
+})
+
+// Fastify's default Ajv drops unknown fields silently; a typo such as `expires_at` must not create a key that lives a year.
+function rejectUnknownFields (part: 'body' | 'query', schema: { properties: Record<string, unknown> }): preValidationHookHandler {
+  const known = Object.keys(schema.properties)
+  return async request => {
+    const value: unknown = request[part]
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return
+    const unknown = Object.keys(value).find(name => !known.includes(name))
+    if (unknown !== undefined) {
+      throw new InvalidInputError(part, `unknown field ${JSON.stringify(unknown.slice(0, 64))}; expected ${known.join(', ')}`)
+    }
+  }
+}
 
 const rotationStatus = {
   type: 'object',
@@ -55,7 +82,7 @@ const rotationStatus = {
       properties: {
         id: { type: 'integer' },
         startedAt: { type: 'string', format: 'date-time' },
-        endsAt: { type: 'string', format: 'date-time' },
+        endsAt: { type: ['string', 'null'], format: 'date-time' },
         fromFingerprint: { type: ['string', 'null'] },
         toFingerprint: { type: ['string', 'null'] }
       }
@@ -91,6 +118,46 @@ const keyUsage = {
 
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'integer', minimum: 1 } } } as const
 
+const createBody = {
+  type: 'object',
+  required: ['entityId'],
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', maxLength: 255 },
+    entityId: { type: 'string', minLength: 1 },
+    expiresAt: { type: 'string', format: 'date-time' },
+    scopes: stringList,
+    whitelistedIps: stringList,
+    blacklistedIps: stringList,
+    metadata: { type: 'object', additionalProperties: true }
+  }
+} as const
+
+const listQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    entityId: { type: 'string' },
+    revoked: { type: 'boolean' },
+    expired: { type: 'boolean' },
+    limit: { type: 'integer', minimum: 0, maximum: 1000, default: 100 },
+    offset: { type: 'integer', minimum: 0, default: 0 }
+  }
+} as const
+
+const revokeManyBody = {
+  type: 'object',
+  required: ['ids'],
+  additionalProperties: false,
+  properties: { ids: { type: 'array', minItems: 1, maxItems: 1000, items: { type: 'integer', minimum: 1 } } }
+} as const
+
+const rollBody = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  properties: { gracePeriod: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', minLength: 1 }] } }
+} as const
+
 const errors = (...codes: number[]) => Object.fromEntries(codes.map(code => [code, errorResponse]))
 
 export interface RoutesDeps {
@@ -102,8 +169,13 @@ export interface RoutesDeps {
 
 export function registerRoutes (fastify: FastifyInstance, options: RoutesOptions, deps: RoutesDeps): void {
   const prefix = options.prefix ?? '/apikeys'
-  fastify.addSchema(apiKeyRecordSchema)
+  const record = recordSchemaOf(fastify)
+  const issuedKey = issuedKeyOf(record)
   fastify.register(async routes => {
+    // Answers carry keys (create, roll, reissue) and key lists: no cache may keep them.
+    routes.addHook('onSend', async (request, reply) => {
+      reply.header('cache-control', 'no-store')
+    })
     const guard = options.preHandler
     // An unscoped key is unrestricted elsewhere, as in drf-simple-apikey, but managing keys needs the scope itself.
     const adminConfig = guard === undefined ? { apiKey: { scopes: [ADMIN_SCOPE], allowUnscoped: false } } : { apiKey: false as const }
@@ -143,23 +215,11 @@ export function registerRoutes (fastify: FastifyInstance, options: RoutesOptions
 
     routes.post('/', {
       ...admin,
+      preValidation: rejectUnknownFields('body', createBody),
       schema: {
         tags,
         summary: 'Create a key; the response is the only time it is shown',
-        body: {
-          type: 'object',
-          required: ['entityId'],
-          additionalProperties: false,
-          properties: {
-            name: { type: 'string', maxLength: 255 },
-            entityId: { type: 'string', minLength: 1 },
-            expiresAt: { type: 'string', format: 'date-time' },
-            scopes: stringList,
-            whitelistedIps: stringList,
-            blacklistedIps: stringList,
-            metadata: { type: 'object', additionalProperties: true }
-          }
-        },
+        body: createBody,
         response: { 201: issuedKey, ...errors(400, 401, 403) }
       }
     }, async (request, reply) => {
@@ -169,35 +229,22 @@ export function registerRoutes (fastify: FastifyInstance, options: RoutesOptions
 
     routes.get('/', {
       ...admin,
+      preValidation: rejectUnknownFields('query', listQuery),
       schema: {
         tags,
         summary: 'List keys',
-        querystring: {
-          type: 'object',
-          additionalProperties: false,
-          properties: {
-            entityId: { type: 'string' },
-            revoked: { type: 'boolean' },
-            expired: { type: 'boolean' },
-            limit: { type: 'integer', minimum: 0, maximum: 1000, default: 100 },
-            offset: { type: 'integer', minimum: 0, default: 0 }
-          }
-        },
+        querystring: listQuery,
         response: { 200: { type: 'object', properties: { items: { type: 'array', items: record }, total: { type: 'integer' } } }, ...errors(400, 401, 403) }
       }
     }, async request => routes.apiKeys.list(request.query as Parameters<typeof routes.apiKeys.list>[0]))
 
     routes.post('/revoke', {
       ...admin,
+      preValidation: rejectUnknownFields('body', revokeManyBody),
       schema: {
         tags,
         summary: 'Revoke many keys',
-        body: {
-          type: 'object',
-          required: ['ids'],
-          additionalProperties: false,
-          properties: { ids: { type: 'array', minItems: 1, maxItems: 1000, items: { type: 'integer', minimum: 1 } } }
-        },
+        body: revokeManyBody,
         response: { 200: { type: 'object', properties: { revoked: { type: 'array', items: { type: 'integer' } } } }, ...errors(400, 401, 403) }
       }
     }, async request => ({ revoked: await routes.apiKeys.revokeMany((request.body as { ids: number[] }).ids, actorOf(request)) }))
@@ -224,15 +271,12 @@ export function registerRoutes (fastify: FastifyInstance, options: RoutesOptions
 
     routes.post('/:id/roll', {
       ...admin,
+      preValidation: rejectUnknownFields('body', rollBody),
       schema: {
         tags,
         summary: 'A new value for a key; the old one works for the grace period',
         params: idParams,
-        body: {
-          type: ['object', 'null'],
-          additionalProperties: false,
-          properties: { gracePeriod: { anyOf: [{ type: 'integer', minimum: 0 }, { type: 'string', minLength: 1 }] } }
-        },
+        body: rollBody,
         response: { 200: issuedKey, ...errors(400, 401, 403, 404) }
       }
     }, async request => {
