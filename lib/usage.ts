@@ -46,6 +46,8 @@ interface Count {
   lastUsedAt: number
 }
 
+type Pending = Map<number, Map<string, Map<string, Count>>>
+
 export interface UsageCounterDeps {
   knex: Knex
   tables: Tables
@@ -59,7 +61,9 @@ export interface UsageCounterDeps {
  */
 export class UsageCounter {
   readonly #deps: UsageCounterDeps
-  #pending = new Map<string, Count>()
+  // Key id, then route, then method: lookups by strings Fastify already holds, so no string is built per request.
+  #pending: Pending = new Map()
+  #pendingRoutes = 0
   #writing: Promise<void> = Promise.resolve()
   #busy = false
   readonly #timer: NodeJS.Timeout
@@ -67,9 +71,9 @@ export class UsageCounter {
   constructor (deps: UsageCounterDeps, flushInterval: number) {
     this.#deps = deps
     this.#timer = setInterval(() => {
-      if (this.#busy || this.#pending.size === 0) return
+      if (this.#busy || this.#pendingRoutes === 0) return
       this.flush().catch(err => {
-        this.#deps.log.error({ err, pendingRoutes: this.#pending.size }, 'fastify-simple-apikey: could not write usage counts; they are kept for the next try')
+        this.#deps.log.error({ err, pendingRoutes: this.#pendingRoutes }, 'fastify-simple-apikey: could not write usage counts; they are kept for the next try')
       })
     }, flushInterval)
     this.#timer.unref()
@@ -77,16 +81,29 @@ export class UsageCounter {
 
   /** Counts one accepted request. `route` is the matched route pattern, undefined when none matched. */
   record (keyId: number, method: string, route: string | undefined): void {
-    const pattern = route === undefined ? UNMATCHED_ROUTE : route.length > MAX_ROUTE_LENGTH ? route.slice(0, MAX_ROUTE_LENGTH) : route
-    const verb = method.length > MAX_METHOD_LENGTH ? method.slice(0, MAX_METHOD_LENGTH) : method
-    const id = `${keyId} ${verb} ${pattern}`
     const now = Date.now()
-    const counted = this.#pending.get(id)
+    const counted = this.#pending.get(keyId)?.get(route ?? UNMATCHED_ROUTE)?.get(method)
     if (counted === undefined) {
-      this.#pending.set(id, { keyId, method: verb, route: pattern, count: 1, lastUsedAt: now })
+      this.#add({ keyId, method, route: route ?? UNMATCHED_ROUTE, count: 1, lastUsedAt: now })
     } else {
       counted.count++
       if (now > counted.lastUsedAt) counted.lastUsedAt = now
+    }
+  }
+
+  /** Adds a count to the pending ones, merging it with the count for the same row if there is one. */
+  #add (count: Count): void {
+    let byRoute = this.#pending.get(count.keyId)
+    if (byRoute === undefined) this.#pending.set(count.keyId, byRoute = new Map())
+    let byMethod = byRoute.get(count.route)
+    if (byMethod === undefined) byRoute.set(count.route, byMethod = new Map())
+    const existing = byMethod.get(count.method)
+    if (existing === undefined) {
+      byMethod.set(count.method, count)
+      this.#pendingRoutes++
+    } else {
+      existing.count += count.count
+      existing.lastUsedAt = Math.max(existing.lastUsedAt, count.lastUsedAt)
     }
   }
 
@@ -103,25 +120,26 @@ export class UsageCounter {
     try {
       await this.flush()
     } catch (err) {
-      const lost = [...this.#pending.values()].reduce((sum, counted) => sum + counted.count, 0)
+      const lost = countsOf(this.#pending).reduce((sum, counted) => sum + counted.count, 0)
       this.#deps.log.error({ err, lostRequests: lost }, 'fastify-simple-apikey: could not write the last usage counts on close')
     }
   }
 
   async #write (): Promise<void> {
-    if (this.#pending.size === 0) return
+    if (this.#pendingRoutes === 0) return
     const taken = this.#pending
     this.#pending = new Map()
+    this.#pendingRoutes = 0
     this.#busy = true
     // Sorted, so that instances writing the same rows lock them in the same order.
-    const counts = [...taken.values()].sort(byRow)
+    const counts = rowsOf(taken).sort(byRow)
     let done = 0
     try {
       for (; done < counts.length; done += ROWS_PER_BATCH) {
         await this.#writeBatch(counts.slice(done, done + ROWS_PER_BATCH))
       }
     } catch (err) {
-      for (const counted of counts.slice(done)) this.#putBack(counted)
+      for (const counted of counts.slice(done)) this.#add(counted)
       throw err
     } finally {
       this.#busy = false
@@ -174,17 +192,36 @@ export class UsageCounter {
       [JSON.stringify(keys), tables.keys, tables.keys])
     })
   }
+}
 
-  #putBack (counted: Count): void {
-    const id = `${counted.keyId} ${counted.method} ${counted.route}`
-    const newer = this.#pending.get(id)
-    if (newer === undefined) {
-      this.#pending.set(id, counted)
-    } else {
-      newer.count += counted.count
-      newer.lastUsedAt = Math.max(newer.lastUsedAt, counted.lastUsedAt)
+function countsOf (pending: Pending): Count[] {
+  const counts: Count[] = []
+  for (const byRoute of pending.values()) {
+    for (const byMethod of byRoute.values()) counts.push(...byMethod.values())
+  }
+  return counts
+}
+
+/** The counts as rows that fit the table's columns; cutting a too long route or method can make two counts one row. */
+function rowsOf (pending: Pending): Count[] {
+  const rows = new Map<string, Count>()
+  for (const counted of countsOf(pending)) {
+    const method = fit(counted.method, MAX_METHOD_LENGTH)
+    const route = fit(counted.route, MAX_ROUTE_LENGTH)
+    const id = `${counted.keyId} ${method} ${route}`
+    const row = rows.get(id)
+    if (row === undefined) rows.set(id, { ...counted, method, route })
+    else {
+      row.count += counted.count
+      row.lastUsedAt = Math.max(row.lastUsedAt, counted.lastUsedAt)
     }
   }
+  return [...rows.values()]
+}
+
+// By characters, as PostgreSQL counts them: a cut through a surrogate pair would make JSON that PostgreSQL refuses.
+function fit (value: string, characters: number): string {
+  return value.length <= characters ? value : Array.from(value).slice(0, characters).join('')
 }
 
 function byRow (a: Count, b: Count): number {

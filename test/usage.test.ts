@@ -225,6 +225,20 @@ test('GET /apikeys/:id/usage: admin only, 404 for unknown keys, the same as apiK
   await t.rejects(app.apiKeys.usage(0), { code: 'FST_APIKEY_INVALID_INPUT' })
 })
 
+test('route patterns longer than the column are cut by characters, and routes that then coincide share one row', async t => {
+  const db = await createTestDatabase(t, 'usage_long')
+  const stem = '/' + 'a'.repeat(510) + '\u{1F600}'
+  const app = await buildApp(t, db.knex, { usage: { flushInterval: '1h' } }, app => {
+    app.get(`${stem}/one`, async () => 'one')
+    app.get(`${stem}/two`, async () => 'two')
+  })
+  const { key, record } = await app.apiKeys.create({ entityId: 'e' })
+  const path = '/' + 'a'.repeat(510) + encodeURIComponent('\u{1F600}')
+  for (const suffix of ['/one', '/one', '/two']) t.equal((await app.inject({ url: path + suffix, headers: auth(key) })).statusCode, 200)
+  await app.apiKeys.flushUsage()
+  t.same(await tableCounts(db.knex), { [`${record.id} GET ${stem}`]: 3 }, '512 characters, the emoji whole')
+})
+
 test('usage options are checked at register', async t => {
   const db = await createTestDatabase(t, 'usage_options')
   for (const usage of ['yes', null, { flushInterval: 'soon' }, { flushInterval: -1 }, { flushInterval: 1 }]) {
