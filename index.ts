@@ -8,8 +8,10 @@ import { envSchema as envSchemaObject, loadSecrets, type SecretOptions } from '.
 import { openDatabase, type DatabaseOptions } from './lib/database'
 import {
   MigrationSource as MigrationSourceClass, migrationSource as migrationSourceObject, migrationsTableName as migrationsTableNameValue,
-  migrate as migrateFunction, defaultTables, type Tables
+  migrate as migrateFunction, migrationConfig as migrationConfigFunction, rollbackAdoption as rollbackAdoptionFunction, defaultTables, type Tables,
+  type MigrateOptions as MigrateOptionsShape
 } from './lib/migrations'
+import { drfTables as drfTablesObject, adoptDrfMigrationsTableName as adoptDrfMigrationsTableNameValue } from './lib/adopt'
 import { KeyStore, type ApiKey as ApiKeyShape, type ApiKeyRecord as ApiKeyRecordShape, type KeyPage as KeyPageShape, type ListFilter as ListFilterShape } from './lib/store'
 import { VerificationCache, type CacheOptions as CacheOptionsShape } from './lib/cache'
 import { Verifier, type IsEntityActive as IsEntityActiveFunction, type RouteApiKeyConfig as RouteApiKeyConfigShape } from './lib/verify'
@@ -23,7 +25,7 @@ import { UsageCounter, readUsage, UNMATCHED_ROUTE as unmatchedRouteValue, type U
 import { rateLimitByKey as rateLimitByKeyFunction, type RateLimitByKeyOptions as RateLimitByKeyOptionsShape, type RateLimitByKeyConfig as RateLimitByKeyConfigShape, type KeyRateLimit as KeyRateLimitShape } from './lib/ratelimit'
 import { durationOption, type Duration as DurationValue } from './lib/duration'
 import { keyPattern as keyPatternFunction } from './lib/pattern'
-import { InvalidOptionError, NotMigratedError } from './lib/errors'
+import { InvalidOptionError, NotAdoptedError, NotMigratedError } from './lib/errors'
 import * as errorsModule from './lib/errors'
 
 const DEFAULT_KEYWORD = 'Api-Key'
@@ -73,7 +75,8 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
     publish: () => sync.publish({ kind: 'rotation' })
   })
   closers.push(() => keyring!.close())
-  await startOrExplain(() => keyring!.refresh(), tables)
+  await startOrExplain(() => store.checkColumns(), tables.keys)
+  await startOrExplain(() => keyring!.refresh(), tables.rotations)
   await sync.start()
   closers.push(() => sync.close())
   const resync = setInterval(() => {
@@ -189,11 +192,13 @@ function readOptions (options: fastifySimpleApiKey.SimpleApiKeyOptions): Setting
   }
 }
 
-async function startOrExplain (start: () => Promise<void>, tables: Tables): Promise<void> {
+async function startOrExplain (start: () => Promise<void>, table: string): Promise<void> {
   try {
     await start()
   } catch (err) {
-    if ((err as { code?: string }).code === '42P01') throw new NotMigratedError(tables.rotations)
+    if ((err as { code?: string }).code === '42P01') throw new NotMigratedError(table)
+    // A missing column: drf-simple-apikey's table, not adopted yet.
+    if ((err as { code?: string }).code === '42703') throw new NotAdoptedError(table)
     throw err
   }
 }
@@ -278,6 +283,7 @@ declare namespace fastifySimpleApiKey {
   export type RateLimitByKeyConfig = RateLimitByKeyConfigShape
   export type KeyRateLimit = KeyRateLimitShape
   export type TableNames = Tables
+  export type MigrateOptions = MigrateOptionsShape
   export type KnexInstance = Knex
   export {
     fernetModule as fernet,
@@ -291,6 +297,10 @@ declare namespace fastifySimpleApiKey {
     migrationSourceObject as migrationSource,
     migrationsTableNameValue as migrationsTableName,
     migrateFunction as migrate,
+    migrationConfigFunction as migrationConfig,
+    rollbackAdoptionFunction as rollbackAdoption,
+    drfTablesObject as drfTables,
+    adoptDrfMigrationsTableNameValue as adoptDrfMigrationsTableName,
     keyPatternFunction as keyPattern,
     rateLimitByKeyFunction as rateLimitByKey,
     unmatchedRouteValue as UNMATCHED_ROUTE,
@@ -313,6 +323,10 @@ Object.assign(fastifySimpleApiKey, {
   migrationSource: migrationSourceObject,
   migrationsTableName: migrationsTableNameValue,
   migrate: migrateFunction,
+  migrationConfig: migrationConfigFunction,
+  rollbackAdoption: rollbackAdoptionFunction,
+  drfTables: drfTablesObject,
+  adoptDrfMigrationsTableName: adoptDrfMigrationsTableNameValue,
   keyPattern: keyPatternFunction,
   rateLimitByKey: rateLimitByKeyFunction,
   UNMATCHED_ROUTE: unmatchedRouteValue
