@@ -1,6 +1,7 @@
 // The key rows in PostgreSQL: reads and writes of the keys table, mapped to records.
 import type { Knex } from 'knex'
 import type { Tables } from './migrations'
+import { InvalidInputError } from './errors'
 
 /** What `request.apiKey` holds once a key is verified. */
 export interface ApiKey {
@@ -55,9 +56,10 @@ export interface KeyPage {
   total: number
 }
 
+// On an adopted drf-simple-apikey table: name may be NULL, id is integer or bigint (a string from node-pg), entity_id an integer.
 interface Row {
   id: string | number
-  name: string
+  name: string | null
   entity_id: string | number
   expiry_date: Date | string
   revoked: boolean
@@ -86,17 +88,25 @@ export class KeyStore {
   }
 
   async insert (row: NewKeyRow): Promise<StoredKey> {
-    const [inserted] = await this.knex(this.table).insert({
-      name: row.name,
-      entity_id: row.entityId,
-      expiry_date: row.expiresAt,
-      scopes: JSON.stringify(row.scopes),
-      whitelisted_ips: JSON.stringify(row.whitelistedIps),
-      blacklisted_ips: JSON.stringify(row.blacklistedIps),
-      metadata: JSON.stringify(row.metadata),
-      hashed_secret: row.hashedSecret,
-      secret_fingerprint: row.secretFingerprint
-    }).returning(VERIFY_COLUMNS)
+    let inserted: Row
+    try {
+      [inserted] = await this.knex(this.table).insert({
+        name: row.name,
+        entity_id: row.entityId,
+        expiry_date: row.expiresAt,
+        // drf-simple-apikey's table has no database defaults: Django fills these in, so must we.
+        revoked: false,
+        created: this.knex.fn.now(),
+        scopes: JSON.stringify(row.scopes),
+        whitelisted_ips: JSON.stringify(row.whitelistedIps),
+        blacklisted_ips: JSON.stringify(row.blacklistedIps),
+        metadata: JSON.stringify(row.metadata),
+        hashed_secret: row.hashedSecret,
+        secret_fingerprint: row.secretFingerprint
+      }).returning(VERIFY_COLUMNS)
+    } catch (err) {
+      throw entityError(err) ?? err
+    }
     return toStoredKey(inserted)
   }
 
@@ -106,8 +116,13 @@ export class KeyStore {
   }
 
   async find (id: number): Promise<StoredKey | null> {
-    const row = await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first()
-    return row === undefined ? null : toStoredKey(row)
+    try {
+      const row = await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first()
+      return row === undefined ? null : toStoredKey(row)
+    } catch (err) {
+      if (isOutOfRange(err)) return null
+      throw err
+    }
   }
 
   async list (filter: ListFilter = {}): Promise<KeyPage> {
@@ -117,33 +132,77 @@ export class KeyStore {
       if (filter.expired === true) builder.where('expiry_date', '<=', this.knex.fn.now())
       if (filter.expired === false) builder.where('expiry_date', '>', this.knex.fn.now())
     })
-    const [rows, counted] = await Promise.all([
-      query.clone().select(VERIFY_COLUMNS).orderBy('id', 'desc').limit(filter.limit ?? 100).offset(filter.offset ?? 0),
-      query.clone().count<Array<{ count: string | number }>>({ count: '*' })
-    ])
-    return { items: rows.map((row: Row) => toRecord(toStoredKey(row))), total: Number(counted[0].count) }
+    let rows: Row[]
+    let counted: Array<{ count: string | number }>
+    try {
+      [rows, counted] = await Promise.all([
+        query.clone().select(VERIFY_COLUMNS).orderBy('id', 'desc').limit(filter.limit ?? 100).offset(filter.offset ?? 0),
+        query.clone().count<Array<{ count: string | number }>>({ count: '*' })
+      ])
+    } catch (err) {
+      // An entity id that the column's type cannot hold (a name on drf's integer entity_id) owns no keys.
+      if (filter.entityId !== undefined && (isInvalidText(err) || isOutOfRange(err))) return { items: [], total: 0 }
+      throw err
+    }
+    return { items: rows.map(row => toRecord(toStoredKey(row))), total: Number(counted[0].count) }
   }
 
   /** Marks keys revoked; resolves the ids that exist. */
   async revoke (ids: number[]): Promise<number[]> {
-    const rows = await this.knex(this.table).whereIn('id', ids).update({ revoked: true }).returning('id')
-    return rows.map((row: { id: string | number }) => Number(row.id))
+    try {
+      const rows = await this.knex(this.table).whereIn('id', ids).update({ revoked: true }).returning('id')
+      return rows.map((row: { id: string | number }) => Number(row.id))
+    } catch (err) {
+      // An id beyond the integer id column of drf-simple-apikey's older tables cannot exist.
+      if (isOutOfRange(err) && ids.some(id => id > MAX_INTEGER_ID)) return this.revoke(ids.filter(id => id <= MAX_INTEGER_ID))
+      throw err
+    }
   }
 
   /** A new per-key secret; the previous one stays valid until `previousExpires` (null: not at all). */
   async roll (id: number, hashedSecret: string, previousExpires: Date | null, secretFingerprint: string): Promise<StoredKey | null> {
-    const rows = await this.knex(this.table).where({ id }).update({
-      previous_hashed_secret: previousExpires === null ? null : this.knex.ref('hashed_secret'),
-      previous_secret_expires: previousExpires,
-      hashed_secret: hashedSecret,
-      secret_fingerprint: secretFingerprint
-    }).returning(VERIFY_COLUMNS)
+    let rows: Row[]
+    try {
+      rows = await this.knex(this.table).where({ id }).update({
+        previous_hashed_secret: previousExpires === null ? null : this.knex.ref('hashed_secret'),
+        previous_secret_expires: previousExpires,
+        hashed_secret: hashedSecret,
+        secret_fingerprint: secretFingerprint
+      }).returning(VERIFY_COLUMNS)
+    } catch (err) {
+      if (isOutOfRange(err)) return null
+      throw err
+    }
     return rows.length === 0 ? null : toStoredKey(rows[0])
   }
 
   async setSecretFingerprint (id: number, secretFingerprint: string): Promise<void> {
     await this.knex(this.table).where({ id }).update({ secret_fingerprint: secretFingerprint })
   }
+}
+
+// The largest id of an integer column: drf-simple-apikey's keys table before its 0003_alter_apikey_id migration.
+const MAX_INTEGER_ID = 2 ** 31 - 1
+
+function pgCode (err: unknown): string | undefined {
+  return (err as { code?: string } | null)?.code
+}
+
+/** 22003: a value out of the column type's range, such as an id above 2^31-1 on an integer column. */
+function isOutOfRange (err: unknown): boolean {
+  return pgCode(err) === '22003'
+}
+
+/** 22P02: text that the column's type cannot parse, such as 'alice' for an integer column. */
+function isInvalidText (err: unknown): boolean {
+  return pgCode(err) === '22P02'
+}
+
+// drf-simple-apikey's entity_id is an integer referencing auth_user: a name, or an id no user has, is the caller's mistake.
+function entityError (err: unknown): Error | null {
+  if (isInvalidText(err) || isOutOfRange(err)) return new InvalidInputError('entityId', 'a value of the keys table\'s entity_id column type (a Django user id on drf-simple-apikey\'s table)')
+  if (pgCode(err) === '23503') return new InvalidInputError('entityId', 'the id of an existing entity (the keys table\'s entity_id references another table, auth_user on drf-simple-apikey\'s)')
+  return null
 }
 
 export function toRecord (key: StoredKey): ApiKeyRecord {
