@@ -64,6 +64,12 @@ for (const limiterFirst of [false, true]) {
     const plainLimited = await call(plain.key)
     t.equal(plainLimited.statusCode, 429, 'a key without a limit in its metadata gets the default')
     t.equal(plainLimited.headers['x-ratelimit-limit'], '3')
+
+    const admin = await app.apiKeys.create({ entityId: 'ops', scopes: ['apikeys:admin'] })
+    const managed = await app.inject({ url: '/apikeys/rotation', headers: auth(admin.key) })
+    t.equal(managed.statusCode, 200)
+    t.equal(managed.headers['x-ratelimit-limit'], limiterFirst ? '3' : undefined,
+      limiterFirst ? 'registered before the plugin, the limiter covers its routes too' : 'registered after, it covers the routes declared after it')
   })
 }
 
