@@ -53,8 +53,10 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   let keyring: RotatingKeyringClass | null = null
   const sync = new Sync({
     knex,
+    shared: !database.embedded,
     connectionConfig: database.connectionConfig,
-    channel: `simple_apikey:${tables.keys}`,
+    table: tables.keys,
+    interval: settings.syncInterval,
     log: fastify.log,
     onMessage (message) {
       if (message.kind === 'key') verifier?.invalidateKey(message.id)
@@ -77,13 +79,8 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   closers.push(() => keyring!.close())
   await startOrExplain(() => store.checkColumns(), tables.keys)
   await startOrExplain(() => keyring!.refresh(), tables.rotations)
-  await sync.start()
   closers.push(() => sync.close())
-  const resync = setInterval(() => {
-    keyring!.refresh().catch(err => fastify.log.error({ err }, 'fastify-simple-apikey: could not re-read the rotation state'))
-  }, settings.syncInterval)
-  resync.unref()
-  closers.push(() => clearInterval(resync))
+  await sync.start()
 
   // Pushed after the database's closer, so it runs before it: the last counts are written while the database is open.
   const usage = settings.usageFlushInterval === null ? null : new UsageCounter({ knex, tables, log: fastify.log }, settings.usageFlushInterval)
@@ -181,11 +178,14 @@ function readOptions (options: fastifySimpleApiKey.SimpleApiKeyOptions): Setting
   if (usageFlushInterval !== null && usageFlushInterval < 10) throw new InvalidOptionError('usage.flushInterval', 'expected at least 10 ms')
   const syncInterval = durationOption('syncInterval', options.syncInterval, 5_000)
   if (syncInterval < 100) throw new InvalidOptionError('syncInterval', 'expected at least 100 ms')
+  // A rotation with no transition would cut off every client of the outgoing secret at once.
+  const rotationPeriod = durationOption('rotationPeriod', options.rotationPeriod, 7 * 24 * 3600 * 1000)
+  if (rotationPeriod < 1000) throw new InvalidOptionError('rotationPeriod', 'expected at least 1 second')
   return {
     keyword,
     keyPrefix,
     keyLifetime: durationOption('keyLifetime', options.keyLifetime, 365 * 24 * 3600 * 1000),
-    rotationPeriod: durationOption('rotationPeriod', options.rotationPeriod, 7 * 24 * 3600 * 1000),
+    rotationPeriod,
     syncInterval,
     renewal: options.renewal === 'header',
     usageFlushInterval
