@@ -80,11 +80,26 @@ export class Verifier {
 
   /** The verified key for a token, from the cache, a read already under way, or the database. */
   resolve (token: string): Promise<VerifiedKey> {
+    try {
+      return Promise.resolve(this.#lookup(token))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Reads of the database under way, one per token however many requests wait on it. */
+  get pendingReads (): number {
+    return this.#inflight.size
+  }
+
+  // Synchronous up to the database read: a cached key costs no promise, and a forged token is refused before it reaches the map.
+  #lookup (token: string): VerifiedKey | Promise<VerifiedKey> {
     const cached = this.#deps.cache?.get(token)
-    if (cached !== undefined) return Promise.resolve(cached)
+    if (cached !== undefined) return cached
     const pending = this.#inflight.get(token)
     if (pending !== undefined) return pending
-    const loading = this.#load(token).finally(() => {
+    const claims = this.#claimsOf(token)
+    const loading = this.#load(token, claims).finally(() => {
       if (this.#inflight.get(token) === loading) this.#inflight.delete(token)
     })
     this.#inflight.set(token, loading)
@@ -109,22 +124,25 @@ export class Verifier {
     this.#inflight.clear()
   }
 
-  async #load (token: string): Promise<VerifiedKey> {
-    const generation = this.#generation
-    if (token.length > this.#options.maxKeyLength) throw new InvalidKeyError()
+  /** What the token says, once its Fernet seal is checked; everything that needs no database. */
+  #claimsOf (token: string): Claims {
+    if (token.length > this.#options.maxKeyLength) throw refusal(InvalidKeyError)
     const opened = tryOpen(this.#deps.keyring.current, token)
-    if (opened === null) throw new InvalidKeyError()
+    if (opened === null) throw refusal(InvalidKeyError)
     const { payload, fingerprint } = opened
     const id = payload._pk
     const exp = payload._exp
     const secret = payload._secret
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0 || typeof exp !== 'number' || !Number.isFinite(exp) ||
       (secret !== undefined && typeof secret !== 'string')) {
-      throw new InvalidKeyError()
+      throw refusal(InvalidKeyError)
     }
-    const now = Date.now()
-    if (exp * 1000 <= now) throw withKeyId(new ExpiredKeyError(), id)
+    if (exp * 1000 <= Date.now()) throw withKeyId(refusal(ExpiredKeyError), id)
+    return { id, exp, secret, fingerprint }
+  }
 
+  async #load (token: string, { id, exp, secret, fingerprint }: Claims): Promise<VerifiedKey> {
+    const generation = this.#generation
     let row: StoredKey | null
     try {
       row = await this.#deps.findKey(id)
@@ -132,6 +150,7 @@ export class Verifier {
       throw withKeyId(Object.assign(new UnavailableError(), { cause: err }), id)
     }
     if (row === null) throw withKeyId(new KeyNotFoundError(), id)
+    const now = Date.now()
     const secretValidUntil = checkSecret(row, secret, now)
     if (secretValidUntil === null) throw withKeyId(new InvalidKeyError(), id)
     const expiresAt = Math.min(exp * 1000, row.expiresAt.getTime())
@@ -139,7 +158,8 @@ export class Verifier {
     if (row.revoked) throw withKeyId(new RevokedKeyError(), id)
 
     const verified: VerifiedKey = {
-      apiKey: { id: row.id, name: row.name, entityId: row.entityId, scopes: row.scopes, expiresAt: new Date(expiresAt), metadata: row.metadata },
+      // Frozen: the cache hands this same object to every request with the key, so a handler must not be able to change it for the next.
+      apiKey: deepFreeze({ id: row.id, name: row.name, entityId: row.entityId, scopes: row.scopes, expiresAt: new Date(expiresAt), metadata: row.metadata }),
       expiresAt,
       secretValidUntil,
       allowed: toBlockList(row.whitelistedIps),
@@ -153,18 +173,22 @@ export class Verifier {
   /** A cached key may have expired, or its rolled secret's grace period ended, since it was read. */
   checkExpiry (verified: VerifiedKey): void {
     const now = Date.now()
-    if (verified.expiresAt <= now) throw withKeyId(new ExpiredKeyError(), verified.apiKey.id)
-    if (verified.secretValidUntil <= now) throw withKeyId(new InvalidKeyError(), verified.apiKey.id)
+    if (verified.expiresAt <= now) throw withKeyId(refusal(ExpiredKeyError), verified.apiKey.id)
+    if (verified.secretValidUntil <= now) throw withKeyId(refusal(InvalidKeyError), verified.apiKey.id)
   }
 
-  /** The checks that depend on the request and the route, run on every request, cached key or not. */
-  async check (verified: VerifiedKey, request: FastifyRequest, config: RouteApiKeyConfig | undefined): Promise<void> {
+  /**
+   * The checks that depend on the request and the route, run on every request, cached key or not.
+   * Synchronous (throws) unless `isEntityActive` is set, whose answer may be a promise.
+   */
+  check (verified: VerifiedKey, request: FastifyRequest, config: RouteApiKeyConfig | undefined): void | Promise<void> {
     const id = verified.apiKey.id
     this.checkExpiry(verified)
     if (verified.denied !== null && matches(verified.denied, request.ip)) throw withKeyId(new IpDeniedError(), id)
     if (verified.allowed !== null && !matches(verified.allowed, request.ip)) throw withKeyId(new IpNotAllowedError(), id)
     const isEntityActive = this.#options.isEntityActive
-    if (isEntityActive !== undefined) {
+    if (isEntityActive === undefined) return this.#checkRoute(verified, request, config)
+    return (async () => {
       let active: boolean
       try {
         active = await isEntityActive(verified.apiKey.entityId, request)
@@ -172,31 +196,110 @@ export class Verifier {
         throw withKeyId(Object.assign(new UnavailableError(), { cause: err }), id)
       }
       if (active !== true) throw withKeyId(new EntityInactiveError(), id)
-    }
-    if (config?.scopes !== undefined && config.scopes.length > 0 && !hasScopes(verified.apiKey.scopes, config)) {
-      throw withKeyId(new InsufficientScopeError(), id)
-    }
-    if (this.#options.enforceHttps && request.protocol !== 'https') throw withKeyId(new HttpsRequiredError(), id)
+      this.#checkRoute(verified, request, config)
+    })()
   }
 
-  /** The whole verification as a Fastify hook: sets `request.apiKey`, or replies with the error. */
-  createHook (onVerified?: (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey) => void) {
+  #checkRoute (verified: VerifiedKey, request: FastifyRequest, config: RouteApiKeyConfig | undefined): void {
+    if (config?.scopes !== undefined && config.scopes.length > 0 && !hasScopes(verified.apiKey.scopes, config)) {
+      throw withKeyId(new InsufficientScopeError(), verified.apiKey.id)
+    }
+    if (this.#options.enforceHttps && request.protocol !== 'https') throw withKeyId(new HttpsRequiredError(), verified.apiKey.id)
+  }
+
+  /**
+   * The whole verification as a Fastify hook: sets `request.apiKey`, or fails the request with the error.
+   * Called with `done` (as an `onRequest` hook or by `@fastify/auth`) a cached key is verified without a promise;
+   * called without, it returns one.
+   */
+  createHook (onVerified?: (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey) => void): VerifyHook {
     const keyword = this.#options.keyword
-    return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-      const config = request.routeOptions.config.apiKey
-      if (config === false) return
+    const fail = (reply: FastifyReply, err: unknown, done: Done): void => {
+      if ((err as { statusCode?: number }).statusCode === 401) reply.header('www-authenticate', keyword)
+      done(err as Error)
+    }
+    const accept = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, done: Done): void => {
+      request.apiKey = verified.apiKey
       try {
-        const token = this.tokenOf(request.headers.authorization)
-        const verified = await this.resolve(token)
-        await this.check(verified, request, config)
-        request.apiKey = verified.apiKey
         onVerified?.(request, reply, token, verified)
       } catch (err) {
-        if ((err as { statusCode?: number }).statusCode === 401) reply.header('www-authenticate', keyword)
-        throw err
+        fail(reply, err, done)
+        return
       }
+      done()
     }
+    const finish = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, config: RouteApiKeyConfig | undefined, done: Done): void => {
+      let checked: void | Promise<void>
+      try {
+        checked = this.check(verified, request, config)
+      } catch (err) {
+        fail(reply, err, done)
+        return
+      }
+      if (checked === undefined) accept(request, reply, token, verified, done)
+      else checked.then(() => accept(request, reply, token, verified, done), err => fail(reply, err, done))
+    }
+    const run = (request: FastifyRequest, reply: FastifyReply, done: Done): void => {
+      const config = request.routeOptions.config.apiKey
+      if (config === false) {
+        done()
+        return
+      }
+      let token: string
+      let found: VerifiedKey | Promise<VerifiedKey>
+      try {
+        token = this.tokenOf(request.headers.authorization)
+        found = this.#lookup(token)
+      } catch (err) {
+        fail(reply, err, done)
+        return
+      }
+      if (found instanceof Promise) found.then(verified => finish(request, reply, token, verified, config, done), err => fail(reply, err, done))
+      else finish(request, reply, token, found, config, done)
+    }
+    function verifyApiKey (request: FastifyRequest, reply: FastifyReply, done?: Done): Promise<void> | undefined {
+      if (done !== undefined) {
+        run(request, reply, done)
+        return undefined
+      }
+      return new Promise<void>((resolve, reject) => run(request, reply, err => err === undefined ? resolve() : reject(err)))
+    }
+    return verifyApiKey as VerifyHook
   }
+}
+
+type Done = (err?: Error) => void
+
+/** `fastify.verifyApiKey`: a callback hook with `done`, a promise without. */
+export interface VerifyHook {
+  (request: FastifyRequest, reply: FastifyReply): Promise<void>
+  (request: FastifyRequest, reply: FastifyReply, done: Done): void
+}
+
+interface Claims {
+  id: number
+  exp: number
+  secret: string | undefined
+  fingerprint: string
+}
+
+// A refused key is an expected answer, not a bug to trace: its error skips the stack capture, which would cost more than the refusal.
+function refusal<T extends Error> (ErrorClass: new () => T): T {
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 0
+  try {
+    return new ErrorClass()
+  } finally {
+    Error.stackTraceLimit = limit
+  }
+}
+
+function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const inner of Object.values(value)) deepFreeze(inner)
+  }
+  return value
 }
 
 function tryOpen (keyring: Keyring, token: string) {
