@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { ApiKeyRecord, KeyPage, KeyStore, ListFilter, StoredKey } from './store'
 import { toRecord } from './store'
 import type { RotatingKeyring } from './rotation'
+import type { Keyring } from './keyring'
 import type { Verifier } from './verify'
 import type { ActionContext, Audit } from './audit'
 import type { KeyUsage } from './usage'
@@ -71,13 +72,15 @@ export class ApiKeys {
   async create (input: CreateKeyInput, context?: ActionContext): Promise<IssuedKey> {
     const row = validateCreateInput(input, this.#options.keyLifetime)
     const secret = this.#options.perKeySecret ? newSecret() : null
+    // One keyring for the row's fingerprint and the token, though a rotation may start during the insert.
+    const keyring = this.#deps.keyring.current
     const stored = await this.#deps.store.insert({
       ...row,
       hashedSecret: secret === null ? '' : hashSecret(secret),
-      secretFingerprint: this.#deps.keyring.current.encryptingFingerprint
+      secretFingerprint: keyring.encryptingFingerprint
     })
     this.#deps.audit.record('key.created', context, { keyId: stored.id, details: { name: stored.name, entityId: stored.entityId, scopes: stored.scopes } })
-    return { key: this.#issue(stored, secret), record: toRecord(stored) }
+    return { key: this.#issue(keyring, stored, secret), record: toRecord(stored) }
   }
 
   async get (id: number): Promise<ApiKeyRecord | null> {
@@ -131,17 +134,19 @@ export class ApiKeys {
 
   /** A new value for the key (new per-key secret); the previous one works until the grace period ends. */
   async roll (id: number, options: RollOptions = {}, context?: ActionContext): Promise<IssuedKey> {
-    checkId(id)
+    // The number, not the string a caller may pass: the cache and the other instances forget cached tokens by numeric id.
+    const keyId = checkId(id)
     const grace = options.gracePeriod === undefined ? 0 : toMilliseconds(options.gracePeriod)
     if (grace === undefined) throw new InvalidInputError('gracePeriod', 'milliseconds or a duration such as \'7d\'')
     const secret = newSecret()
-    const stored = await this.#deps.store.roll(id, hashSecret(secret), grace === 0 ? null : new Date(Date.now() + grace),
-      this.#deps.keyring.current.encryptingFingerprint)
-    if (stored === null) throw new UnknownKeyError(id)
-    this.#deps.verifier.invalidateKey(id)
-    await this.#deps.publishKeyChange(id)
-    this.#deps.audit.record('key.rolled', context, { keyId: id, details: { gracePeriodMs: grace } })
-    return { key: this.#issue(stored, secret), record: toRecord(stored) }
+    const keyring = this.#deps.keyring.current
+    const stored = await this.#deps.store.roll(keyId, hashSecret(secret), grace === 0 ? null : new Date(Date.now() + grace),
+      keyring.encryptingFingerprint)
+    if (stored === null) throw new UnknownKeyError(keyId)
+    this.#deps.verifier.invalidateKey(keyId)
+    await this.#deps.publishKeyChange(keyId)
+    this.#deps.audit.record('key.rolled', context, { keyId, details: { gracePeriodMs: grace } })
+    return { key: this.#issue(keyring, stored, secret), record: toRecord(stored) }
   }
 
   /** The same key under the encrypting secret: for clients to move off a secret that a rotation will retire. */
@@ -150,17 +155,18 @@ export class ApiKeys {
     const token = verifier.tokenOf(`${verifier.keyword} ${key}`)
     const verified = await verifier.resolve(token)
     verifier.checkExpiry(verified)
-    const reissued = this.#options.keyPrefix + this.#deps.keyring.reencrypt(token)
+    const keyring = this.#deps.keyring.current
+    const reissued = this.#options.keyPrefix + keyring.reencrypt(token)
     const id = verified.apiKey.id
-    await this.#deps.store.setSecretFingerprint(id, this.#deps.keyring.current.encryptingFingerprint)
+    await this.#deps.store.setSecretFingerprint(id, keyring.encryptingFingerprint)
     this.#deps.audit.record('key.reissued', context ?? { actor: `api-key:${id}` }, { keyId: id })
     return { key: reissued, record: toRecord((await this.#deps.store.find(id))!) }
   }
 
-  #issue (stored: StoredKey, secret: string | null): string {
+  #issue (keyring: Keyring, stored: StoredKey, secret: string | null): string {
     const payload: Record<string, unknown> = { _pk: stored.id, _exp: stored.expiresAt.getTime() / 1000 }
     if (secret !== null) payload._secret = secret
-    return this.#options.keyPrefix + this.#deps.keyring.encrypt(payload)
+    return this.#options.keyPrefix + keyring.encrypt(payload)
   }
 }
 
