@@ -473,3 +473,18 @@ test('usage of drf keys is counted in the usage table, and Django can still dele
   await db.knex(KEYS).where({ id: 2 }).delete()
   t.same(await db.knex('api_key_usage').where({ key_id: 2 }), [])
 })
+
+test('the CLI on an adopted database: keys commands take drf\'s table names', async t => {
+  const db = await adoptedDatabase(t, 'adopt_cli')
+  const tableFlags = ['--keys-table', KEYS, '--rotations-table', ROTATIONS, '--database-url', db.url]
+  const env = { ...process.env, FERNET_SECRET, DATABASE_URL: '' }
+  const listed = await run('node', [cli, 'keys', 'list', '--json', ...tableFlags], { env, timeout: 30_000 })
+  t.equal(JSON.parse(listed.stdout).total, cases.filter(c => !c.deleted).length, 'Django\'s keys are listed')
+  const created = await run('node', [cli, 'keys', 'create', '--entity', '2', '--json', ...tableFlags], { env, timeout: 30_000 })
+  const { key, record } = JSON.parse(created.stdout)
+  t.equal((await db.knex(KEYS).where({ id: record.id }).first('entity_id')).entity_id, 2, 'made on drf\'s table for user 2')
+  t.ok(underSecret(key, FERNET_SECRET))
+  const refused = spawnSync('node', [cli, 'keys', 'create', '--entity', 'alice', ...tableFlags], { env, timeout: 30_000 })
+  t.equal(refused.status, 1)
+  t.match(refused.stderr.toString(), /^simple-apikey: Invalid entityId: /)
+})
