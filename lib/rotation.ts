@@ -100,8 +100,13 @@ export class RotatingKeyring {
     this.#keyring = new Keyring([fernetSecret])
   }
 
-  /** The keyring in force now. */
+  /**
+   * The keyring in force now. A transition ends on the clock, read here on every use: the timer that re-reads the
+   * database may run late under load, and until it does no request may still see the retired secret.
+   */
   get current (): Keyring {
+    const plan = this.#plan
+    if (plan !== null && plan.changesAt !== null && Date.now() >= plan.changesAt) this.#replan(plan.rows, Date.now())
     if (this.#keyring === null) throw new NoUsableSecretError(ALL_RETIRED)
     return this.#keyring
   }

@@ -94,11 +94,13 @@ export class Verifier {
 
   // Synchronous up to the database read: a cached key costs no promise, and a forged token is refused before it reaches the map.
   #lookup (token: string): VerifiedKey | Promise<VerifiedKey> {
+    // Reading the keyring first lets a transition that just ended drop the cache before a cached key is served.
+    const keyring = this.#deps.keyring.current
     const cached = this.#deps.cache?.get(token)
     if (cached !== undefined) return cached
     const pending = this.#inflight.get(token)
     if (pending !== undefined) return pending
-    const claims = this.#claimsOf(token)
+    const claims = this.#claimsOf(keyring, token)
     const loading = this.#load(token, claims).finally(() => {
       if (this.#inflight.get(token) === loading) this.#inflight.delete(token)
     })
@@ -125,9 +127,9 @@ export class Verifier {
   }
 
   /** What the token says, once its Fernet seal is checked; everything that needs no database. */
-  #claimsOf (token: string): Claims {
+  #claimsOf (keyring: Keyring, token: string): Claims {
     if (token.length > this.#options.maxKeyLength) throw refusal(InvalidKeyError)
-    const opened = tryOpen(this.#deps.keyring.current, token)
+    const opened = tryOpen(keyring, token)
     if (opened === null) throw refusal(InvalidKeyError)
     const { payload, fingerprint } = opened
     const id = payload._pk
