@@ -42,14 +42,15 @@ function tablesOf (flags: DatabaseFlags): Partial<Tables> {
   }
 }
 
-async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => Promise<T>): Promise<T> {
+async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => Promise<T>, options: { rotationPeriod?: number } = {}): Promise<T> {
   const app = Fastify({ logger: false })
   await app.register(simpleApiKey, {
     connection: flags.databaseUrl,
     dataDir: flags.dataDir,
     tables: tablesOf(flags),
     hook: false,
-    cache: false
+    cache: false,
+    ...options
   })
   try {
     return await run(app)
@@ -125,9 +126,11 @@ export function buildProgram (): Command {
 
   withDatabaseFlags(program.command('rotation'))
     .description('start a rotation from FERNET_SECRET to ROTATION_FERNET_SECRET, or stop it, or show its status')
-    .option('--stop', 'stop the rotation in progress')
-    .option('--status', 'print the rotation status as JSON')
-    .action(async (flags: DatabaseFlags & { stop?: boolean, status?: boolean }) => {
+    .addOption(new Option('--stop', 'stop the rotation in progress').conflicts(['status', 'period']))
+    .addOption(new Option('--status', 'print the rotation status as JSON').conflicts('period'))
+    // The rotation's end is written into its row when it starts: the apps' own rotationPeriod does not change it.
+    .option('--period <duration>', 'length of the transition, e.g. 7d or 12h (default: 7d); use the apps\' rotationPeriod', duration)
+    .action(async (flags: DatabaseFlags & { stop?: boolean, status?: boolean, period?: number }) => {
       await withApp(flags, async app => {
         if (flags.status === true) {
           process.stdout.write(JSON.stringify(await app.keyring.status(), null, 2) + '\n')
@@ -138,7 +141,7 @@ export function buildProgram (): Command {
           const status = await app.keyring.rotate(actor)
           process.stdout.write(`Successfully started rotation ending at ${status.rotation!.endsAt!.toISOString()}\n`)
         }
-      })
+      }, { rotationPeriod: flags.period })
     })
 
   const keys = program.command('keys').description('create, list, revoke and roll API keys')
