@@ -6,7 +6,7 @@ import Knex, { type Knex as KnexInstance } from 'knex'
 import type { FastifyInstance } from 'fastify'
 import { createTestDatabase, serverUrl } from './helpers/database'
 import { buildApp, auth, secretA, secretB } from './helpers/app'
-import { isUnder, sleep, waitFor } from './helpers/rotation'
+import { buildLoggedApp, isUnder, sleep, waitFor } from './helpers/rotation'
 import { fingerprint, migrate } from '../index'
 
 const fpA = fingerprint(secretA)
@@ -271,6 +271,7 @@ test('without the LISTEN connection, changes arrive by the periodic re-read; lat
 
   const rotationArrived = await waitFor(() => periodic.keyring.phase === 'transition', 2000)
   t.ok(rotationArrived <= 2000, `the rotation arrived by the periodic re-read (syncInterval 500 ms) in ${Math.round(rotationArrived + 100)} ms`)
+  t.equal((await periodic.inject({ url: '/whoami', headers: auth(keyA.key) })).statusCode, 200, 'cached again, under the keyring of the transition')
   await one.apiKeys.revoke(keyA.record.id)
   const revokeArrived = await waitFor(async () => (await periodic.inject({ url: '/whoami', headers: auth(keyA.key) })).statusCode === 401, 2000)
   t.ok(revokeArrived <= 2000, `a revocation too, though the key was cached (${Math.round(revokeArrived)} ms)`)
@@ -287,4 +288,24 @@ test('without the LISTEN connection, changes arrive by the periodic re-read; lat
   await one.keyring.stopRotation()
   t.ok(await waitFor(() => late.keyring.phase === 'staged', BOUND_MS) <= BOUND_MS,
     `after reconnecting, NOTIFY brings the stop within 1 s again (${Math.round(performance.now() - stopping)} ms)`)
+})
+
+test('an app whose knex connection is a function: it cannot LISTEN, yet others hear its changes and it hears theirs by the periodic re-read', async t => {
+  const db = await createTestDatabase(t, 'sync_function')
+  await migrate(db.knex)
+  const listening = await buildApp(t, db.knex, { rotationFernetSecret: secretB, rotationPeriod: '1h', ...NO_PERIODIC_READ })
+  const knex = Knex({ client: 'pg', connection: async () => ({ connectionString: serverUrl }), searchPath: [db.schema], pool: { min: 0, max: 2 } })
+  t.teardown(() => knex.destroy())
+  const { app: blind, logs } = await buildLoggedApp(t, knex, { rotationFernetSecret: secretB, rotationPeriod: '1h', syncInterval: 500 })
+  t.ok(logs.some(line => line.level === 40 && /no LISTEN connection/.test(line.msg)), 'it says that it cannot listen')
+
+  const key = await listening.apiKeys.create({ entityId: 'a' })
+  t.equal((await listening.inject({ url: '/whoami', headers: auth(key.key) })).statusCode, 200, 'cached on the listening app')
+  await blind.apiKeys.revoke(key.record.id)
+  t.ok(await waitFor(async () => (await listening.inject({ url: '/whoami', headers: auth(key.key) })).statusCode === 401, BOUND_MS) <= BOUND_MS,
+    'its revocation reaches the listening app within 1 s')
+  await blind.keyring.rotate()
+  t.ok(await waitFor(() => listening.keyring.phase === 'transition', BOUND_MS) <= BOUND_MS, 'and so does its rotation')
+  await listening.keyring.stopRotation()
+  t.ok(await waitFor(() => blind.keyring.phase === 'staged', 2000) <= 2000, 'it learns of the others\' changes every syncInterval')
 })
