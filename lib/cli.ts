@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `simple-apikey` command: secrets, migrations, rotation and keys from a shell, against DATABASE_URL.
-import { Command, InvalidArgumentError } from 'commander'
-import Fastify, { type FastifyInstance } from 'fastify'
+import { Command, InvalidArgumentError, Option } from 'commander'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import simpleApiKey from '../index'
 import { generateSecret } from './fernet'
 import { openDatabase } from './database'
@@ -15,6 +15,7 @@ const actor = { actor: 'cli' }
 interface DatabaseFlags {
   databaseUrl?: string
   dataDir?: string
+  logLevel: string
   keysTable?: string
   rotationsTable?: string
   usageTable?: string
@@ -32,6 +33,13 @@ function withDatabaseFlags (command: Command): Command {
     .option('--keys-table <name>', 'table of the keys (default: api_keys; drf_simple_apikey_apikey with --adopt-drf)', tableName)
     .option('--rotations-table <name>', 'table of the rotations (default: api_key_rotations; drf_simple_apikey_rotation_rotation with --adopt-drf)', tableName)
     .option('--usage-table <name>', 'table of the usage counts (default: api_key_usage)', tableName)
+    .addOption(new Option('--log-level <level>', 'write the plugin\'s log, audit events included, to stderr as JSON lines')
+      .choices(['silent', 'error', 'warn', 'info', 'debug']).default('silent'))
+}
+
+// Audit events are info lines with actor 'cli': `--log-level info` hands them to whatever collects stderr.
+function loggerOf (flags: DatabaseFlags): FastifyServerOptions['logger'] {
+  return flags.logLevel === 'silent' ? false : { level: flags.logLevel, stream: process.stderr }
 }
 
 function tablesOf (flags: DatabaseFlags): Partial<Tables> {
@@ -42,21 +50,40 @@ function tablesOf (flags: DatabaseFlags): Partial<Tables> {
   }
 }
 
-async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => Promise<T>, options: { rotationPeriod?: number } = {}): Promise<T> {
-  const app = Fastify({ logger: false })
-  await app.register(simpleApiKey, {
-    connection: flags.databaseUrl,
-    dataDir: flags.dataDir,
-    tables: tablesOf(flags),
-    hook: false,
-    cache: false,
-    ...options
-  })
+// The URL may hold a password: the message names the setting, never its value.
+function checkDatabaseUrl (flags: DatabaseFlags): void {
+  const url = flags.databaseUrl ?? process.env.DATABASE_URL
+  if (url === undefined || url === '') return
+  let protocol: string | null = null
   try {
-    return await run(app)
-  } finally {
-    await app.close()
+    protocol = new URL(url).protocol
+  } catch {}
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new Error(`${flags.databaseUrl === undefined ? 'DATABASE_URL' : '--database-url'} is not a postgres:// URL`)
   }
+}
+
+async function withApp<T> (flags: DatabaseFlags, run: (app: FastifyInstance) => Promise<T>, options: { rotationPeriod?: number } = {}): Promise<T> {
+  checkDatabaseUrl(flags)
+  const app = Fastify({ logger: loggerOf(flags) })
+  let result: T
+  try {
+    await app.register(simpleApiKey, {
+      connection: flags.databaseUrl,
+      dataDir: flags.dataDir,
+      tables: tablesOf(flags),
+      hook: false,
+      cache: false,
+      ...options
+    })
+    result = await run(app)
+  } catch (err) {
+    // A registration that failed (tables missing, database down) leaves a pool open that would hold the process for its idle timeout.
+    await app.close().catch(() => {})
+    throw err
+  }
+  await app.close()
+  return result
 }
 
 function list (value: string, previous: string[] = []): string[] {
@@ -69,8 +96,14 @@ function duration (value: string): number {
   return ms
 }
 
+// The value is not echoed: a key pasted where its id belongs must not land in a terminal's scrollback or a CI log.
 function keyId (value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('expected a key id')
+  if (!/^\d{1,15}$/.test(value) || Number(value) <= 0) throw new InvalidArgumentError('invalid key id: expected a positive whole number, such as the id column of `keys list`')
+  return Number(value)
+}
+
+function count (value: string): number {
+  if (!/^\d{1,4}$/.test(value) || Number(value) < 1 || Number(value) > 1000) throw new InvalidArgumentError('expected a whole number from 1 to 1000')
   return Number(value)
 }
 
@@ -112,7 +145,8 @@ export function buildProgram (): Command {
     .action(async (flags: DatabaseFlags & { adoptDrf?: boolean, rollback?: boolean }) => {
       if (flags.rollback === true && flags.adoptDrf !== true) throw new InvalidArgumentError('--rollback undoes an adoption: use it with --adopt-drf')
       const tables = { ...(flags.adoptDrf === true ? drfTables : defaultTables), ...tablesOf(flags) }
-      const database = openDatabase({ connection: flags.databaseUrl, dataDir: flags.dataDir }, Fastify().log)
+      checkDatabaseUrl(flags)
+      const database = openDatabase({ connection: flags.databaseUrl, dataDir: flags.dataDir }, Fastify({ logger: loggerOf(flags) }).log)
       try {
         if (flags.rollback === true) await rollbackAdoption(database.knex, tables)
         else await migrate(database.knex, tables, { adoptDrf: flags.adoptDrf === true })
@@ -179,7 +213,7 @@ export function buildProgram (): Command {
     .option('--entity <id>', 'only this entity\'s keys')
     .option('--revoked', 'only revoked keys')
     .option('--active', 'only keys neither revoked nor expired')
-    .option('--limit <n>', 'at most this many', value => keyId(value), 100)
+    .option('--limit <n>', 'at most this many (1 to 1000)', count, 100)
     .option('--json', 'print JSON')
     .action(async (flags: DatabaseFlags & { entity?: string, revoked?: boolean, active?: boolean, limit: number, json?: boolean }) => {
       await withApp(flags, async app => {
@@ -201,16 +235,17 @@ export function buildProgram (): Command {
       await withApp(flags, async app => {
         const revoked = await app.apiKeys.revokeMany(parsed, actor)
         const missing = parsed.filter(id => !revoked.includes(id))
-        if (revoked.length > 0) process.stdout.write(`Revoked ${revoked.join(', ')}\n`)
+        if (revoked.length > 0) process.stdout.write(`Revoked ${parsed.filter(id => revoked.includes(id)).join(', ')}\n`)
         if (missing.length > 0) throw new Error(`no API key with id ${missing.join(', ')}`)
       })
     })
 
   withDatabaseFlags(keys.command('roll'))
     .description('give a key a new value and print it once; the old value works for the grace period')
-    .argument('<id>', 'key id', keyId)
+    .argument('<id>', 'key id')
     .option('--grace <duration>', 'how long the old value keeps working, e.g. 7d (default: 0, at once invalid)', duration, 0)
-    .action(async (id: number, flags: DatabaseFlags & { grace: number }) => {
+    .action(async (value: string, flags: DatabaseFlags & { grace: number }) => {
+      const id = keyId(value)
       await withApp(flags, async app => {
         const { key } = await app.apiKeys.roll(id, { gracePeriod: flags.grace }, actor)
         process.stdout.write(`${key}\n`)
@@ -231,9 +266,12 @@ export async function main (argv: string[]): Promise<number> {
   }
 }
 
+const unreachable = ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN']
+
 function oneLine (err: unknown): string {
-  const error = err as { message?: string, code?: string }
-  if (error.code === 'ECONNREFUSED' || error.code === 'ENOTFOUND') return `cannot reach the database (${error.code})`
+  const error = err as { message?: string, code?: string, name?: string }
+  if (error.code !== undefined && unreachable.includes(error.code)) return `cannot reach the database (${error.code})`
+  if (error.name === 'KnexTimeoutError') return 'cannot reach the database (no connection within the timeout)'
   if (error.code === 'FST_APIKEY_ROTATION_NOT_RUNNING') return 'No active rotation found to stop'
   return String(error.message ?? err).split('\n')[0]
 }

@@ -33,12 +33,22 @@ export function openDatabase (options: DatabaseOptions, log: FastifyBaseLogger, 
   }
   const url = options.connection ?? (env.DATABASE_URL === '' ? undefined : env.DATABASE_URL)
   if (url !== undefined) {
-    return { knex: knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 10 } }), embedded: false, connectionConfig: url, owned: true }
+    return { knex: knexFactory({ client: 'pg', connection: url, pool: { min: 0, max: 10 }, log: knexLog(log) }), embedded: false, connectionConfig: url, owned: true }
   }
   const dataDir = resolve(options.dataDir ?? defaultDataDir)
   mkdirSync(dataDir, { recursive: true })
   log.info({ dataDir }, 'fastify-simple-apikey: no database configured (knex, connection or DATABASE_URL); using the embedded PostgreSQL (PGlite)')
-  return { knex: knexFactory({ client: ClientPgLite, dialect: 'postgres', connection: { filename: dataDir } }), embedded: true, connectionConfig: null, owned: true }
+  return { knex: knexFactory({ client: ClientPgLite, dialect: 'postgres', connection: { filename: dataDir }, log: knexLog(log) }), embedded: true, connectionConfig: null, owned: true }
+}
+
+// Knex prints its warnings, such as a failed connection with its stack, with console.log: on stdout, past the app's logger.
+function knexLog (log: FastifyBaseLogger): Knex.Config['log'] {
+  return {
+    warn: message => log.warn({ knex: message }, 'fastify-simple-apikey: knex warning'),
+    error: message => log.error({ knex: message }, 'fastify-simple-apikey: knex error'),
+    deprecate: message => log.warn({ knex: message }, 'fastify-simple-apikey: knex deprecation'),
+    debug: message => log.debug({ knex: message }, 'fastify-simple-apikey: knex debug')
+  }
 }
 
 function isPglite (knex: Knex): boolean {
