@@ -25,6 +25,7 @@ export const InvalidOptionError = createError('FST_APIKEY_INVALID_OPTION', 'Inva
 
 export const InvalidInputError = createError('FST_APIKEY_INVALID_INPUT', 'Invalid %s: %s', 400)
 export const UnknownKeyError = createError('FST_APIKEY_UNKNOWN_KEY', 'No API key with id %s.', 404)
+export const RollRevokedKeyError = createError('FST_APIKEY_ROLL_REVOKED', 'API key %s is revoked: a revoked key cannot be rolled; create a new one.', 409)
 export const RotationSecretMissingError = createError('FST_APIKEY_ROTATION_SECRET_MISSING', 'Cannot start a rotation: %s', 409)
 export const RotationInProgressError = createError('FST_APIKEY_ROTATION_IN_PROGRESS', 'A rotation is already in progress.', 409)
 export const RotationNotRunningError = createError('FST_APIKEY_ROTATION_NOT_RUNNING', 'No rotation is in progress.', 409)

@@ -9,7 +9,7 @@ import type { ActionContext, Audit } from './audit'
 import type { KeyUsage } from './usage'
 import { isValidIpRule } from './ip'
 import { toMilliseconds, type Duration } from './duration'
-import { InvalidInputError, UnknownKeyError } from './errors'
+import { InvalidInputError, RollRevokedKeyError, UnknownKeyError } from './errors'
 
 export interface CreateKeyInput {
   /** A label for people. */
@@ -138,6 +138,10 @@ export class ApiKeys {
     const keyId = checkId(id)
     const grace = options.gracePeriod === undefined ? 0 : toMilliseconds(options.gracePeriod)
     if (grace === undefined) throw new InvalidInputError('gracePeriod', 'milliseconds or a duration such as \'7d\'')
+    // A new value for a revoked key would be handed out and never work.
+    const existing = await this.#deps.store.find(keyId)
+    if (existing === null) throw new UnknownKeyError(keyId)
+    if (existing.revoked) throw new RollRevokedKeyError(keyId)
     const secret = newSecret()
     const keyring = this.#deps.keyring.current
     const stored = await this.#deps.store.roll(keyId, hashSecret(secret), grace === 0 ? null : new Date(Date.now() + grace),

@@ -277,7 +277,7 @@ export function registerRoutes (fastify: FastifyInstance, options: RoutesOptions
         summary: 'A new value for a key; the old one works for the grace period',
         params: idParams,
         body: rollBody,
-        response: { 200: issuedKey, ...errors(400, 401, 403, 404) }
+        response: { 200: issuedKey, ...errors(400, 401, 403, 404, 409) }
       }
     }, async request => {
       const body = (request.body ?? {}) as { gracePeriod?: number | string }

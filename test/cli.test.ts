@@ -180,6 +180,7 @@ test('keys create, list, revoke and roll against real PostgreSQL, checked by an 
   t.equal(await status(issued.key, '/whoami'), '401 FST_APIKEY_REVOKED')
   t.same(JSON.parse((await simpleApiKey(['keys', 'list', '--json', '--revoked'])).stdout).items.map((item: { id: number }) => item.id), [issued.record.id, id])
 
+  failsClearly(t, await simpleApiKey(['keys', 'roll', String(id)]), new RegExp(`^simple-apikey: API key ${id} is revoked: a revoked key cannot be rolled; create a new one\\.\n$`), 'roll of a revoked key')
   const missing = await simpleApiKey(['keys', 'revoke', '424242'])
   failsClearly(t, missing, /^simple-apikey: no API key with id 424242\n$/, 'revoke of an unknown id')
   const rollMissing = await simpleApiKey(['keys', 'roll', '424242'])
