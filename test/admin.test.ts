@@ -1,5 +1,6 @@
 import { test } from 'tap'
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { execFile } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -80,6 +81,17 @@ test('the page, its script and stylesheet: public, strict headers, no inline cod
   t.teardown(() => unhooked.close())
   t.equal((await unhooked.inject({ url: '/apikeys/admin' })).statusCode, 200, 'hook: false: the page is served')
   t.equal((await unhooked.inject({ url: '/apikeys/' })).statusCode, 401, 'and the routes it calls still need a key')
+})
+
+test('the package ships the page\'s files next to the compiled plugin', async t => {
+  const packed = await new Promise<string>((resolve, reject) => {
+    execFile('npm', ['pack', '--dry-run', '--ignore-scripts', '--json'], { cwd: join(__dirname, '..'), timeout: 60_000 }, (err, stdout) => err === null ? resolve(stdout) : reject(err))
+  })
+  const files = (JSON.parse(packed)[0].files as Array<{ path: string }>).map(file => file.path)
+  for (const name of ['index.html', 'admin.js', 'admin.css']) {
+    t.ok(files.includes(`dist/lib/admin/${name}`), `dist/lib/admin/${name} is in the package (the build copies lib/admin)`)
+    t.equal(readFileSync(join(__dirname, '..', 'dist', 'lib', 'admin', name), 'utf8'), readFileSync(join(__dirname, '..', 'lib', 'admin', name), 'utf8'), `and is the current ${name}`)
+  }
 })
 
 test('the admin page in Chromium: sign in, create, use, revoke, rotate', async t => {
