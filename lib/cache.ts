@@ -1,41 +1,71 @@
-// The verification cache: recently verified keys skip the Fernet work and the database read, within bounds.
+// The verification cache: recent outcomes per token skip the Fernet work and the database read, within bounds.
 import { LRUCache } from 'lru-cache'
-import type { VerifiedKey } from './verify'
+import type { RefusedToken, VerifiedKey } from './verify'
 
 export interface CacheOptions {
-  /** Most keys kept. Default 10000. */
+  /** Most tokens kept. Default 10000. */
   max?: number
-  /** Milliseconds a verified key is trusted without a fresh read; changes made elsewhere are seen within this bound even without notifications. Default 60000. */
+  /** Milliseconds an outcome is trusted without a fresh read; changes made elsewhere are seen within this bound even without notifications. Default 60000. */
   ttl?: number
 }
 
+/** What is cached for a token: the verified key, or the refusal the database's row decided (revoked, unknown, wrong secret, expired). */
+export type CachedOutcome = VerifiedKey | RefusedToken
+
+// Tokens refused on their seal alone are kept apart and few: a flood of forgeries churns this small set, never the keys in use.
+const FORGED_MAX = 1000
+
 export class VerificationCache {
-  readonly #entries: LRUCache<string, VerifiedKey>
+  readonly #entries: LRUCache<string, CachedOutcome>
+  readonly #forged: LRUCache<string, RefusedToken>
 
   constructor (options: CacheOptions = {}) {
-    this.#entries = new LRUCache({ max: options.max ?? 10_000, ttl: options.ttl ?? 60_000, ttlAutopurge: false })
+    const ttl = options.ttl ?? 60_000
+    this.#entries = new LRUCache({ max: options.max ?? 10_000, ttl, ttlAutopurge: false })
+    this.#forged = new LRUCache({ max: Math.min(options.max ?? FORGED_MAX, FORGED_MAX), ttl, ttlAutopurge: false })
   }
 
-  get (token: string): VerifiedKey | undefined {
-    return this.#entries.get(token)
+  get (token: string): CachedOutcome | undefined {
+    return this.#entries.get(token) ?? this.#forged.get(token)
   }
 
-  set (token: string, key: VerifiedKey): void {
-    this.#entries.set(token, key)
+  set (token: string, outcome: CachedOutcome): void {
+    this.#entries.set(token, outcome)
   }
 
-  /** Forgets every cached token of a key: after a revoke or roll, its next request is read afresh. */
+  /** Remembers a token that failed its Fernet seal or claims, which no database read can change. */
+  setForged (token: string, refused: RefusedToken): void {
+    this.#forged.set(token, refused)
+  }
+
+  /** Forgets every cached outcome of a key: after a revoke or roll, its next request is read afresh. */
   forgetKey (id: number): void {
-    for (const [token, key] of this.#entries.entries()) {
-      if (key.apiKey.id === id) this.#entries.delete(token)
+    for (const [token, outcome] of this.#entries.entries()) {
+      if (keyIdOf(outcome) === id) this.#entries.delete(token)
     }
   }
 
   clear (): void {
     this.#entries.clear()
+    this.#forged.clear()
   }
 
+  /** After the keyring changed: a token refused under the old one is judged again. */
+  clearForged (): void {
+    this.#forged.clear()
+  }
+
+  /** Tokens whose outcome came from the database. */
   get size (): number {
     return this.#entries.size
   }
+
+  /** Forged or malformed tokens remembered, at most 1000 (or `max`, if smaller). */
+  get forgedSize (): number {
+    return this.#forged.size
+  }
+}
+
+function keyIdOf (outcome: CachedOutcome): number | null {
+  return 'refused' in outcome ? outcome.keyId : outcome.apiKey.id
 }

@@ -50,6 +50,13 @@ export interface VerifierDeps {
 }
 
 type ApiKeyError = Error & { apiKeyId?: number }
+type Refusal = new () => ApiKeyError
+
+/** A token refused for a reason that a repeat of the same token cannot change: the error to answer with, and the key it names. */
+export interface RefusedToken {
+  refused: Refusal
+  keyId: number | null
+}
 
 export class Verifier {
   readonly #options: VerifierOptions
@@ -57,6 +64,8 @@ export class Verifier {
   readonly #inflight = new Map<string, Promise<VerifiedKey>>()
   // Bumped by every invalidation: a read that began before one must not fill the cache.
   #generation = 0
+  // The keyring the cache's forged-token refusals were decided under.
+  #forgedUnder: Keyring | null = null
 
   constructor (options: VerifierOptions, deps: VerifierDeps) {
     this.#options = options
@@ -96,8 +105,18 @@ export class Verifier {
   #lookup (token: string): VerifiedKey | Promise<VerifiedKey> {
     // Reading the keyring first lets a transition that just ended drop the cache before a cached key is served.
     const keyring = this.#deps.keyring.current
-    const cached = this.#deps.cache?.get(token)
-    if (cached !== undefined) return cached
+    const cache = this.#deps.cache
+    if (cache !== null) {
+      if (keyring !== this.#forgedUnder) {
+        cache.clearForged()
+        this.#forgedUnder = keyring
+      }
+      const cached = cache.get(token)
+      if (cached !== undefined) {
+        if ('refused' in cached) throw refuse(cached)
+        return cached
+      }
+    }
     const pending = this.#inflight.get(token)
     if (pending !== undefined) return pending
     const claims = this.#claimsOf(keyring, token)
@@ -130,17 +149,31 @@ export class Verifier {
   #claimsOf (keyring: Keyring, token: string): Claims {
     if (token.length > this.#options.maxKeyLength) throw refusal(InvalidKeyError)
     const opened = tryOpen(keyring, token)
-    if (opened === null) throw refusal(InvalidKeyError)
+    if (opened === null) throw this.#refuseForged(token, InvalidKeyError, null)
     const { payload, fingerprint } = opened
     const id = payload._pk
     const exp = payload._exp
     const secret = payload._secret
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0 || typeof exp !== 'number' || !Number.isFinite(exp) ||
       (secret !== undefined && typeof secret !== 'string')) {
-      throw refusal(InvalidKeyError)
+      throw this.#refuseForged(token, InvalidKeyError, null)
     }
-    if (exp * 1000 <= Date.now()) throw withKeyId(refusal(ExpiredKeyError), id)
+    if (exp * 1000 <= Date.now()) throw this.#refuseForged(token, ExpiredKeyError, id)
     return { id, exp, secret, fingerprint }
+  }
+
+  // The same forged or expired token sent again (a client retrying a bad key) is refused without another HMAC.
+  #refuseForged (token: string, refused: Refusal, keyId: number | null): ApiKeyError {
+    const outcome: RefusedToken = { refused, keyId }
+    this.#deps.cache?.setForged(token, outcome)
+    return refuse(outcome)
+  }
+
+  // A refusal the row decided is cached like an acceptance: same bounds, dropped by the same invalidations.
+  #refuseByRow (token: string, generation: number, refused: Refusal, keyId: number): ApiKeyError {
+    const outcome: RefusedToken = { refused, keyId }
+    if (generation === this.#generation) this.#deps.cache?.set(token, outcome)
+    return refuse(outcome)
   }
 
   async #load (token: string, { id, exp, secret, fingerprint }: Claims): Promise<VerifiedKey> {
@@ -151,13 +184,13 @@ export class Verifier {
     } catch (err) {
       throw withKeyId(Object.assign(new UnavailableError(), { cause: err }), id)
     }
-    if (row === null) throw withKeyId(new KeyNotFoundError(), id)
+    if (row === null) throw this.#refuseByRow(token, generation, KeyNotFoundError, id)
     const now = Date.now()
     const secretValidUntil = checkSecret(row, secret, now)
-    if (secretValidUntil === null) throw withKeyId(new InvalidKeyError(), id)
+    if (secretValidUntil === null) throw this.#refuseByRow(token, generation, InvalidKeyError, id)
     const expiresAt = Math.min(exp * 1000, row.expiresAt.getTime())
-    if (expiresAt <= now) throw withKeyId(new ExpiredKeyError(), id)
-    if (row.revoked) throw withKeyId(new RevokedKeyError(), id)
+    if (expiresAt <= now) throw this.#refuseByRow(token, generation, ExpiredKeyError, id)
+    if (row.revoked) throw this.#refuseByRow(token, generation, RevokedKeyError, id)
 
     const verified: VerifiedKey = {
       // Frozen: the cache hands this same object to every request with the key, so a handler must not be able to change it for the next.
@@ -283,6 +316,11 @@ interface Claims {
   exp: number
   secret: string | undefined
   fingerprint: string
+}
+
+function refuse ({ refused, keyId }: RefusedToken): ApiKeyError {
+  const err = refusal(refused)
+  return keyId === null ? err : withKeyId(err, keyId)
 }
 
 // A refused key is an expected answer, not a bug to trace: its error skips the stack capture, which would cost more than the refusal.

@@ -214,6 +214,32 @@ test('the cache is bounded by its TTL and by its size', async t => {
   t.equal(await readsOf(queries, () => get(app, keys[0].key)), 1, 'max: 3, so the oldest was evicted')
 })
 
+test('refusals the row decided are cached too: a client retrying a revoked key costs one read, until the TTL', async t => {
+  const db = await createTestDatabase(t, 'cache_refusals')
+  const queries = queryCounter(db.knex)
+  const ttl = 1500
+  const app = await buildApp(t, db.knex, { ...QUIET, cache: { ttl } })
+  const { key, record } = await app.apiKeys.create({ entityId: 'e' })
+  await app.apiKeys.revoke(record.id)
+  const answers: Array<{ status: number, code: string | null }> = []
+  t.equal(await readsOf(queries, async () => { for (let i = 0; i < 20; i++) answers.push(await get(app, key)) }), 1, '20 requests with a revoked key: one read')
+  t.same(new Set(answers.map(answer => answer.code)), new Set(['FST_APIKEY_REVOKED']), 'each refused as revoked')
+  const refusedAt = Date.now()
+
+  // Restored behind the plugin's back: like any cached outcome, the refusal lasts at most the TTL.
+  await db.knex('api_keys').where({ id: record.id }).update({ revoked: false })
+  t.same(await get(app, key), { status: 401, code: 'FST_APIKEY_REVOKED' }, 'within the TTL: still refused')
+  t.ok(Date.now() - refusedAt < ttl, 'that request came within the TTL')
+  await sleep(refusedAt + ttl - Date.now() + 50)
+  t.equal(await readsOf(queries, async () => t.same(await get(app, key), { status: 200, code: null }, 'after the TTL: read again, and accepted')), 1)
+
+  const uncachedKnex = db.connect()
+  const uncachedQueries = queryCounter(uncachedKnex)
+  const uncached = await buildApp(t, uncachedKnex, { ...QUIET, cache: false, migrate: false })
+  await app.apiKeys.revoke(record.id)
+  t.equal(await readsOf(uncachedQueries, async () => { for (let i = 0; i < 5; i++) await get(uncached, key) }), 5, 'cache: false: every request reads')
+})
+
 test('forged and malformed tokens never reach the database, cache or not', async t => {
   const db = await createTestDatabase(t, 'cache_forged')
   const queries = queryCounter(db.knex)
@@ -234,12 +260,19 @@ test('forged and malformed tokens never reach the database, cache or not', async
     'megabytes long': 'gAAAAA'.repeat(200_000),
     empty: ''
   }
-  const before = queries.all
-  for (const [name, token] of Object.entries(forged)) {
-    const res = await app.inject({ url: '/whoami', headers: { authorization: `Api-Key ${token}` } })
-    t.equal(res.statusCode, 401, name)
+  const cachedKnex = db.connect()
+  const cachedQueries = queryCounter(cachedKnex)
+  const cached = await buildApp(t, cachedKnex, { ...QUIET, migrate: false })
+  const before = queries.all + cachedQueries.all
+  const expected: Record<string, string> = { 'a genuine token already expired': 'FST_APIKEY_EXPIRED', empty: 'FST_APIKEY_MALFORMED' }
+  // Twice on the caching app: the second time, the refusals it remembered answer, and must answer the same.
+  for (const [target, label] of [[app, 'cache: false'], [cached, 'cache'], [cached, 'cache, again']] as const) {
+    for (const [name, token] of Object.entries(forged)) {
+      const res = await target.inject({ url: '/whoami', headers: { authorization: `Api-Key ${token}` } })
+      t.same({ status: res.statusCode, code: res.json().code }, { status: 401, code: expected[name] ?? 'FST_APIKEY_INVALID' }, `${label}: ${name}`)
+    }
   }
-  t.equal(queries.all - before, 0, 'no query for any of them')
+  t.equal(queries.all + cachedQueries.all - before, 0, 'no query for any of them')
 })
 
 test('a flood of 200k forged tokens keeps the cache, the in-flight reads and the heap flat', async t => {
@@ -283,7 +316,8 @@ test('a flood of 200k forged tokens keeps the cache, the in-flight reads and the
   await flood(200_000)
   const growth = heapAfterGc() - heapBefore
   t.same([...codes], ['FST_APIKEY_INVALID'], 'every forged token refused as invalid')
-  t.equal(cache.size, 0, 'nothing cached')
+  t.equal(cache.size, 0, 'nothing cached among the keys in use')
+  t.equal(cache.forgedSize, 1000, 'the refused tokens remembered stay at their bound of 1000')
   t.equal(maxPending, 0, 'no in-flight read, even with 1000 at once')
   t.equal(queries.all, 0, 'no query')
   // 200k tokens of 204 characters are 40 MB as strings alone: kept anywhere, they would show many times over this bound.
