@@ -309,3 +309,19 @@ test('an app whose knex connection is a function: it cannot LISTEN, yet others h
   await listening.keyring.stopRotation()
   t.ok(await waitFor(() => blind.keyring.phase === 'staged', 2000) <= 2000, 'it learns of the others\' changes every syncInterval')
 })
+
+test('anything else on the channel is ignored: no crash, and real messages still arrive', async t => {
+  const db = await createTestDatabase(t, 'sync_garbage')
+  const one = await buildApp(t, db.knex, { rotationFernetSecret: secretB, ...NO_PERIODIC_READ })
+  const two = await buildApp(t, db.connect(), { rotationFernetSecret: secretB, migrate: false, ...NO_PERIODIC_READ })
+  const channel = `simple_apikey:${db.schema}.api_keys`
+  const { key } = await one.apiKeys.create({ entityId: 'a' })
+  t.equal((await two.inject({ url: '/whoami', headers: auth(key) })).statusCode, 200)
+  for (const payload of ['not json', 'null', '[]', '{"kind":"key","id":"1 or 1=1"}', '{"kind":"key"}', '{"kind":"drop"}', '"rotation"', '']) {
+    await db.knex.raw('select pg_notify(?, ?)', [channel, payload])
+  }
+  await sleep(200)
+  t.equal((await two.inject({ url: '/whoami', headers: auth(key) })).statusCode, 200, 'still serving')
+  await one.keyring.rotate()
+  t.ok(await waitFor(() => two.keyring.phase === 'transition', BOUND_MS) <= BOUND_MS, 'and still listening')
+})
