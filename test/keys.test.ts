@@ -1,7 +1,7 @@
 import { test } from 'tap'
 import { createTestDatabase } from './helpers/database'
 import { buildApp, auth, secretA, secretB } from './helpers/app'
-import { isUnder, sleep } from './helpers/rotation'
+import { isUnder, sleep, waitFor } from './helpers/rotation'
 import { Keyring, fernet, fingerprint } from '../index'
 
 test('reissue: the same key under the encrypting secret, by the API and by POST /apikeys/reissue', async t => {
@@ -36,7 +36,7 @@ test('reissue: the same key under the encrypting secret, by the API and by POST 
   t.equal((await app.keyring.status()).keysToRetire, 0)
   t.equal((await app.inject({ method: 'POST', url: '/apikeys/reissue' })).statusCode, 401, 'no key, no reissue')
 
-  await sleep(rotation!.endsAt!.getTime() - Date.now() + 300)
+  await waitFor(() => app.keyring.phase === 'completed', rotation!.endsAt!.getTime() - Date.now() + 2000)
   t.equal((await whoami(first.key)).json().code, 'FST_APIKEY_INVALID', 'completed: the old value stops')
   t.equal((await whoami(reissued.key)).statusCode, 200, 'the reissued one keeps working')
   t.equal((await whoami(body.key)).statusCode, 200)
