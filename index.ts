@@ -47,7 +47,7 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   if (options.migrate ?? database.embedded) await migrateFunction(knex, tables)
 
   const audit = new Audit(fastify.log, options.onAuditEvent)
-  const store = new KeyStore(knex, tables)
+  const store = new KeyStore(knex, tables, { preparedReads: !database.embedded })
   const cache = options.cache === false ? null : new VerificationCache(options.cache)
   let verifier: Verifier | null = null
   let keyring: RotatingKeyringClass | null = null

@@ -1,4 +1,5 @@
 // The key rows in PostgreSQL: reads and writes of the keys table, mapped to records.
+import { createHash } from 'node:crypto'
 import type { Knex } from 'knex'
 import type { Tables } from './migrations'
 import { InvalidInputError } from './errors'
@@ -78,13 +79,27 @@ interface Row {
 const VERIFY_COLUMNS = ['id', 'name', 'entity_id', 'expiry_date', 'revoked', 'created', 'whitelisted_ips', 'blacklisted_ips', 'scopes',
   'hashed_secret', 'previous_hashed_secret', 'previous_secret_expires', 'metadata', 'last_used_at', 'secret_fingerprint']
 
+export interface KeyStoreOptions {
+  /** Read keys for verification with a named prepared statement on Knex's pooled connections: for a PostgreSQL server through `pg`, not PGlite. */
+  preparedReads?: boolean
+}
+
+/** The verification read, compiled once: Knex's query object with its statement name. */
+interface PreparedFind {
+  method: string
+  sql: string
+  options: { name: string }
+}
+
 export class KeyStore {
   readonly knex: Knex
   readonly table: string
+  #prepared: PreparedFind | null
 
-  constructor (knex: Knex, tables: Tables) {
+  constructor (knex: Knex, tables: Tables, options: KeyStoreOptions = {}) {
     this.knex = knex
     this.table = tables.keys
+    this.#prepared = options.preparedReads === true && knex.client.driverName === 'pg' ? this.#compileFind() : null
   }
 
   async insert (row: NewKeyRow): Promise<StoredKey> {
@@ -117,11 +132,35 @@ export class KeyStore {
 
   async find (id: number): Promise<StoredKey | null> {
     try {
-      const row = await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first()
+      const row: Row | undefined = this.#prepared === null ? await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first() : await this.#findPrepared(id)
       return row === undefined ? null : toStoredKey(row)
     } catch (err) {
       if (isOutOfRange(err)) return null
+      if (this.#prepared !== null && isLostStatement(err)) {
+        // A pooler that hands each statement to any server connection (PgBouncer's transaction mode before 1.21) loses named statements.
+        this.#prepared = null
+        return this.find(id)
+      }
       throw err
+    }
+  }
+
+  #compileFind (): PreparedFind {
+    const { method, sql } = this.knex(this.table).select(VERIFY_COLUMNS).where({ id: 0 }).first().toSQL()
+    return { method, sql, options: { name: `simple_apikey_find_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}` } }
+  }
+
+  // With the cache off this read is on every request: the query builder's per-call compile and PostgreSQL's per-call parse and plan are
+  // most of its cost, so the SQL is compiled once and each pooled connection parses it once. Through Knex's own pool and `client.query`,
+  // so that the app's pool size, search path, timeouts and `query` events all apply as to any other query.
+  async #findPrepared (id: number): Promise<Row | undefined> {
+    const client = this.knex.client
+    const connection = await client.acquireConnection()
+    try {
+      const { response } = await client.query(connection, { ...this.#prepared, bindings: [id, 1] })
+      return response.rows[0]
+    } finally {
+      await client.releaseConnection(connection)
     }
   }
 
@@ -186,6 +225,12 @@ const MAX_INTEGER_ID = 2 ** 31 - 1
 
 function pgCode (err: unknown): string | undefined {
   return (err as { code?: string } | null)?.code
+}
+
+/** 26000 or 42P05: a named prepared statement that the server connection does not have, or already has. */
+function isLostStatement (err: unknown): boolean {
+  const code = pgCode(err)
+  return code === '26000' || code === '42P05'
 }
 
 /** 22003: a value out of the column type's range, such as an id above 2^31-1 on an integer column. */

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
-import type { Knex } from 'knex'
+import Knex, { type Knex as KnexInstance } from 'knex'
 import type { FastifyInstance } from 'fastify'
 import { createTestDatabase } from './helpers/database'
 import { buildApp, auth, secretA, secretB } from './helpers/app'
@@ -18,7 +18,7 @@ const QUIET = { syncInterval: 3_600_000, usage: false as const }
 const LONG_TTL = { cache: { ttl: 600_000 } }
 
 /** Counts the queries a Knex instance sends: all of them, and the reads of the keys table. */
-function queryCounter (knex: Knex) {
+function queryCounter (knex: KnexInstance) {
   const counter = { all: 0, keyReads: 0 }
   knex.on('query', (query: { sql: string }) => {
     counter.all++
@@ -61,6 +61,29 @@ test('a warm cache answers without any query; cache: false reads the key once pe
   })
   t.same(new Set(statuses), new Set([200]), 'cache: false: 10 requests accepted')
   t.equal(reads, 10, 'with 10 reads')
+})
+
+test('cache: false reads through one prepared statement per connection, and falls back when a pooler loses it', async t => {
+  const db = await createTestDatabase(t, 'cache_prepared')
+  // One connection, so that the test's own queries see the session the plugin's reads ran in.
+  const knex = Knex({ client: 'pg', connection: db.url, pool: { min: 1, max: 1 } })
+  t.teardown(() => knex.destroy())
+  const queries = queryCounter(knex)
+  const app = await buildApp(t, knex, { ...QUIET, cache: false })
+  const { key } = await app.apiKeys.create({ entityId: 'e' })
+  const statements = async () => (await knex.raw('SELECT name FROM pg_prepared_statements')).rows.map((row: { name: string }) => row.name)
+
+  t.equal(await readsOf(queries, async () => t.same(await get(app, key), { status: 200, code: null })), 1)
+  const prepared = await statements()
+  t.match(prepared, [/^simple_apikey_find_[0-9a-f]{16}$/], 'the read is a named prepared statement')
+  t.equal(await readsOf(queries, async () => t.same(await get(app, key), { status: 200, code: null })), 1)
+  t.same(await statements(), prepared, 'prepared once, reused')
+
+  // What PgBouncer's transaction mode does to a named statement: the server connection no longer has it.
+  await knex.raw('DEALLOCATE ALL')
+  t.same(await get(app, key), { status: 200, code: null }, 'the lost statement falls back to the query builder, no error')
+  t.same(await get(app, key), { status: 200, code: null })
+  t.same(await statements(), [], 'and stays on it')
 })
 
 test('concurrent first requests with one key cause exactly one database read', async t => {
