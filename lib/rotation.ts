@@ -102,11 +102,11 @@ export class RotatingKeyring {
 
   /**
    * The keyring in force now. A transition ends on the clock, read here on every use: the timer that re-reads the
-   * database may run late under load, and until it does no request may still see the retired secret.
+   * database may run late under load, and until it does no request may still see the retired secret. That timer stays
+   * set: it still records the completion, off the request path.
    */
   get current (): Keyring {
-    const plan = this.#plan
-    if (plan !== null && plan.changesAt !== null && Date.now() >= plan.changesAt) this.#replan(plan.rows, Date.now())
+    this.#followClock()
     if (this.#keyring === null) throw new NoUsableSecretError(ALL_RETIRED)
     return this.#keyring
   }
@@ -240,6 +240,7 @@ export class RotatingKeyring {
   }
 
   get phase (): RotationPhase {
+    this.#followClock()
     return this.#plan?.phase ?? 'idle'
   }
 
@@ -248,7 +249,13 @@ export class RotatingKeyring {
     if (this.#timer !== null) clearTimeout(this.#timer)
   }
 
+  #followClock (): void {
+    const plan = this.#plan
+    if (plan !== null && plan.changesAt !== null && Date.now() >= plan.changesAt) this.#replan(plan.rows, Date.now(), { keepTimer: true })
+  }
+
   #usablePlan (): Plan {
+    this.#followClock()
     if (this.#keyring === null || this.#plan === null) throw new NoUsableSecretError(ALL_RETIRED)
     return this.#plan
   }
@@ -302,17 +309,17 @@ export class RotatingKeyring {
     }
   }
 
-  #replan (rows: RotationRow[], now: number): void {
+  #replan (rows: RotationRow[], now: number, options: { keepTimer?: boolean } = {}): void {
     const usable = this.#configured.filter(secret => !retiredBy(rows, now).has(secret.fingerprint))
     if (usable.length > 0) {
-      this.#apply(this.#planFrom(rows, now))
+      this.#apply(this.#planFrom(rows, now), options)
       return
     }
     // At start, registering fails with the reason; later, this instance refuses every key rather than accept a retired secret.
     if (this.#plan === null) throw new NoUsableSecretError(ALL_RETIRED)
     if (this.#keyring === null) return
     this.#keyring = null
-    this.#schedule(null)
+    if (options.keepTimer !== true) this.#schedule(null)
     this.#options.log.error(`fastify-simple-apikey: ${ALL_RETIRED}; every key is refused until then`)
     this.#options.onChange()
   }
@@ -364,11 +371,11 @@ export class RotatingKeyring {
     }
   }
 
-  #apply (plan: Plan): void {
+  #apply (plan: Plan, options: { keepTimer?: boolean } = {}): void {
     const previous = this.#plan
     const previousKeyring = this.#keyring
     this.#plan = plan
-    this.#schedule(plan.changesAt)
+    if (options.keepTimer !== true) this.#schedule(plan.changesAt)
     const sameKeyring = previous !== null && previousKeyring !== null &&
       previous.accepted.map(secret => secret.fingerprint).join() === plan.accepted.map(secret => secret.fingerprint).join()
     if (sameKeyring) return

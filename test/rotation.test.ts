@@ -76,6 +76,7 @@ test('the life cycle on one app: idle, staged, transition, completion by the clo
   await waitFor(() => app.keyring.phase === 'completed', endsAt.getTime() - Date.now() + 2000)
   const lateness = Date.now() - endsAt.getTime()
   t.ok(lateness >= 0 && lateness <= 1000, `completed by the timer alone, ${lateness} ms after the end`)
+  t.ok(await waitFor(async () => (await writes()).length === 2, 1000) <= 1000, 'the keyring\'s timer records the completion right after')
   t.same(await writes(), [{ op: 'INSERT', outcome: 'running' }, { op: 'UPDATE', outcome: 'completed' }], 'the bookkeeping write was done off the request path')
   for (let i = 0; i < 20; i++) await app.inject({ url: '/whoami', headers: auth(i % 2 === 0 ? keyB.key : keyA.key) })
   t.equal((await writes()).length, 2, 'requests write nothing to the rotations table')
@@ -127,6 +128,21 @@ test('the life cycle on one app: idle, staged, transition, completion by the clo
   t.match(await next.keyring.rotate(), { phase: 'transition', rotation: { fromFingerprint: fpB, toFingerprint: fingerprint(secretC) } })
   t.equal((await next.inject({ url: '/whoami', headers: auth(keyB.key) })).statusCode, 200)
   t.equal((await next.inject({ url: '/whoami', headers: auth(keyA.key) })).statusCode, 401, 'a secret retired two rotations ago stays retired')
+})
+
+test('a request at the very end sees A retired, and the completion is still recorded at once, off the request path', async t => {
+  const db = await createTestDatabase(t, 'rotation_edge')
+  const app = await buildApp(t, db.knex, { rotationFernetSecret: secretB, rotationPeriod: 1500, syncInterval: 60_000 })
+  const keyA = await app.apiKeys.create({ entityId: 'a' })
+  t.equal((await app.inject({ url: '/whoami', headers: auth(keyA.key) })).statusCode, 200, 'cached')
+  const endsAt = (await app.keyring.rotate()).rotation!.endsAt!.getTime()
+  // Wake up at the end, before the keyring's own timer (due a few ms later), and use the keyring first.
+  await new Promise(resolve => setTimeout(resolve, endsAt - Date.now()))
+  while (Date.now() < endsAt);
+  t.same(app.keyring.current.fingerprints, [fpB], 'from the end on, only B is accepted')
+  t.equal((await app.inject({ url: '/whoami', headers: auth(keyA.key) })).json().code, 'FST_APIKEY_INVALID', 'a cached key under A is refused')
+  const recorded = await waitFor(async () => (await db.knex('api_key_rotations').first()).outcome === 'completed', 1000)
+  t.ok(recorded <= 1000, 'the completion is recorded by the keyring\'s timer, not at the next periodic re-read a minute later')
 })
 
 test('stop early: A encrypts again and keys issued under B keep working', async t => {

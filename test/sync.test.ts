@@ -119,6 +119,7 @@ test('two instances: the completion happens on each by its own clock, within 1 s
   t.same([...statuses.keys()], [200], 'keys under B were served throughout')
   t.equal((await two.inject({ url: '/whoami', headers: auth(keyA.key) })).json().code, 'FST_APIKEY_INVALID', 'instance 2 refuses A though it had cached the key')
   t.equal((await one.inject({ url: '/whoami', headers: auth(keyA.key) })).json().code, 'FST_APIKEY_INVALID')
+  await waitFor(async () => (await db.knex('api_key_rotations').first()).outcome === 'completed', 1000)
   const rows = await db.knex('api_key_rotations').select('outcome')
   t.same(rows, [{ outcome: 'completed' }], 'recorded once')
 })
