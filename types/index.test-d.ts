@@ -2,8 +2,12 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
 import { expectAssignable, expectError, expectType } from 'tsd'
 import simpleApiKey, {
   fernet, Keyring, fingerprint, envSchema, migrationSource, migrationsTableName, MigrationSource, keyPattern,
-  type SimpleApiKeyOptions, type ApiKey, type ApiKeyRecord, type IssuedKey, type RotationStatus, type AuditEvent
+  migrate, migrationConfig, rollbackAdoption, drfTables, rateLimitByKey, UNMATCHED_ROUTE, errors,
+  type SimpleApiKeyOptions, type ApiKey, type ApiKeyRecord, type IssuedKey, type RotationStatus, type AuditEvent,
+  type KeyUsage, type TableNames
 } from '..'
+import fastifyRateLimit from '@fastify/rate-limit'
+import type { Knex } from 'knex'
 import * as cjs from '..'
 
 const app = Fastify()
@@ -25,12 +29,17 @@ app.register(simpleApiKey, {
   syncInterval: 5000,
   renewal: 'header',
   cache: { max: 1000, ttl: 60_000 },
+  usage: { flushInterval: '5s' },
+  routes: { prefix: '/internal/apikeys', admin: false, preHandler: async () => {} },
   onAuditEvent: (event: AuditEvent) => { expectType<string>(event.actor) }
 })
 app.register(simpleApiKey.default, {})
 app.register(simpleApiKey.fastifySimpleApiKey, { cache: false })
 expectError(app.register(simpleApiKey, { keyword: 42 }))
 expectError(app.register(simpleApiKey, { renewal: 'body' }))
+expectError(app.register(simpleApiKey, { usage: { flushInterval: true } }))
+app.register(simpleApiKey, { usage: false, routes: false })
+app.register(fastifyRateLimit, { ...rateLimitByKey({ defaultMax: 100, defaultTimeWindow: '1 minute' }) })
 expectAssignable<SimpleApiKeyOptions>({ dataDir: '.data' })
 
 app.get('/fruits', { config: { apiKey: { scopes: ['fruits:read'] } } }, async request => {
@@ -54,6 +63,12 @@ app.after(async () => {
   expectType<IssuedKey>(await app.apiKeys.roll(1, { gracePeriod: '7d' }))
   expectType<IssuedKey>(await app.apiKeys.reissue(issued.key))
   expectError(app.apiKeys.create({ name: 'no entity' }))
+  const usage = await app.apiKeys.usage(1)
+  expectType<KeyUsage>(usage)
+  expectType<number>(usage.total)
+  expectType<Date | null>(usage.lastUsedAt)
+  expectType<string>(usage.routes[0].route)
+  expectType<void>(await app.apiKeys.flushUsage())
 
   expectType<string>(app.keyring.encrypt({ _pk: 1 }))
   expectType<Record<string, unknown>>(app.keyring.decrypt('token'))
@@ -75,3 +90,11 @@ expectAssignable<MigrationSource>(migrationSource)
 expectType<RegExp>(keyPattern('sk_live_'))
 expectType<readonly ['FERNET_SECRET']>(envSchema.required)
 expectType<typeof simpleApiKey>(cjs.default)
+expectAssignable<TableNames>(drfTables)
+expectAssignable<string>(UNMATCHED_ROUTE)
+declare const knex: Knex
+expectType<Promise<void>>(migrate(knex))
+expectType<Promise<void>>(migrate(knex, drfTables, { adoptDrf: true }))
+expectAssignable<Knex.MigratorConfig>(migrationConfig(drfTables, { adoptDrf: true }))
+expectAssignable<Promise<unknown>>(rollbackAdoption(knex, drfTables))
+expectAssignable<Error>(new errors.InvalidKeyError())
