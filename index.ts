@@ -2,31 +2,31 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { Knex } from 'knex'
-import * as fernetModule from './lib/fernet'
-import { Keyring as KeyringClass, fingerprint as fingerprintFunction } from './lib/keyring'
-import { envSchema as envSchemaObject, loadSecrets, type SecretOptions } from './lib/env'
+import * as fernet from './lib/fernet'
+import { Keyring, fingerprint } from './lib/keyring'
+import { envSchema, loadSecrets, type SecretOptions } from './lib/env'
 import { openDatabase, type DatabaseOptions } from './lib/database'
 import {
-  MigrationSource as MigrationSourceClass, migrationSource as migrationSourceObject, migrationsTableName as migrationsTableNameValue,
-  migrate as migrateFunction, migrationConfig as migrationConfigFunction, rollbackAdoption as rollbackAdoptionFunction, defaultTables, type Tables,
+  MigrationSource, migrationSource, migrationsTableName,
+  migrate, migrationConfig, rollbackAdoption, defaultTables, type Tables,
   type MigrateOptions as MigrateOptionsShape
 } from './lib/migrations'
-import { drfTables as drfTablesObject, adoptDrfMigrationsTableName as adoptDrfMigrationsTableNameValue } from './lib/adopt'
+import { drfTables, adoptDrfMigrationsTableName } from './lib/adopt'
 import { KeyStore, type ApiKey as ApiKeyShape, type ApiKeyRecord as ApiKeyRecordShape, type KeyPage as KeyPageShape, type ListFilter as ListFilterShape } from './lib/store'
 import { VerificationCache, type CacheOptions as CacheOptionsShape } from './lib/cache'
 import { Verifier, type IsEntityActive as IsEntityActiveFunction, type RouteApiKeyConfig as RouteApiKeyConfigShape } from './lib/verify'
-import { RotatingKeyring as RotatingKeyringClass, type RotationStatus as RotationStatusShape, type RotationPhase as RotationPhaseName } from './lib/rotation'
-import { ApiKeys as ApiKeysClass, type CreateKeyInput as CreateKeyInputShape, type IssuedKey as IssuedKeyShape, type RollOptions as RollOptionsShape } from './lib/keys'
+import { RotatingKeyring, type RotationStatus as RotationStatusShape, type RotationPhase as RotationPhaseName } from './lib/rotation'
+import { ApiKeys, type CreateKeyInput as CreateKeyInputShape, type IssuedKey as IssuedKeyShape, type RollOptions as RollOptionsShape } from './lib/keys'
 import { Audit, type AuditEvent as AuditEventShape, type OnAuditEvent as OnAuditEventFunction, type ActionContext as ActionContextShape } from './lib/audit'
 import { Sync } from './lib/sync'
 import { registerRoutes, type RoutesOptions as RoutesOptionsShape } from './lib/routes'
 import { adminPage } from './lib/admin'
-import { UsageCounter, readUsage, UNMATCHED_ROUTE as unmatchedRouteValue, type UsageOptions as UsageOptionsShape, type KeyUsage as KeyUsageShape, type RouteUsage as RouteUsageShape } from './lib/usage'
-import { rateLimitByKey as rateLimitByKeyFunction, type RateLimitByKeyOptions as RateLimitByKeyOptionsShape, type RateLimitByKeyConfig as RateLimitByKeyConfigShape, type KeyRateLimit as KeyRateLimitShape } from './lib/ratelimit'
+import { UsageCounter, readUsage, UNMATCHED_ROUTE, type UsageOptions as UsageOptionsShape, type KeyUsage as KeyUsageShape, type RouteUsage as RouteUsageShape } from './lib/usage'
+import { rateLimitByKey, type RateLimitByKeyOptions as RateLimitByKeyOptionsShape, type RateLimitByKeyConfig as RateLimitByKeyConfigShape, type KeyRateLimit as KeyRateLimitShape } from './lib/ratelimit'
 import { durationOption, type Duration as DurationValue } from './lib/duration'
-import { keyPattern as keyPatternFunction } from './lib/pattern'
+import { keyPattern } from './lib/pattern'
 import { InvalidOptionError, NotAdoptedError, NotMigratedError } from './lib/errors'
-import * as errorsModule from './lib/errors'
+import * as errors from './lib/errors'
 
 const DEFAULT_KEYWORD = 'Api-Key'
 const MAX_KEY_LENGTH = 2048
@@ -44,13 +44,13 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   })
   if (database.owned) closers.push(() => knex.destroy())
 
-  if (options.migrate ?? database.embedded) await migrateFunction(knex, tables)
+  if (options.migrate ?? database.embedded) await migrate(knex, tables)
 
   const audit = new Audit(fastify.log, options.onAuditEvent)
   const store = new KeyStore(knex, tables, { preparedReads: !database.embedded })
   const cache = options.cache === false ? null : new VerificationCache(options.cache)
   let verifier: Verifier | null = null
-  let keyring: RotatingKeyringClass | null = null
+  let keyring: RotatingKeyring | null = null
   const sync = new Sync({
     knex,
     shared: !database.embedded,
@@ -66,7 +66,7 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
       }
     }
   })
-  keyring = new RotatingKeyringClass({
+  keyring = new RotatingKeyring({
     secrets,
     knex,
     tables,
@@ -94,7 +94,7 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
     maxKeyLength: MAX_KEY_LENGTH
   }, { keyring, findKey: id => store.find(id), cache })
 
-  const apiKeys = new ApiKeysClass({ keyPrefix: settings.keyPrefix, perKeySecret: options.perKeySecret !== false, keyLifetime: settings.keyLifetime }, {
+  const apiKeys = new ApiKeys({ keyPrefix: settings.keyPrefix, perKeySecret: options.perKeySecret !== false, keyLifetime: settings.keyLifetime }, {
     store,
     keyring,
     verifier,
@@ -208,9 +208,9 @@ fp(fastifySimpleApiKey, { fastify: '5.x', name: 'fastify-simple-apikey' })
 declare module 'fastify' {
   interface FastifyInstance {
     /** The live keyring: encrypt, decrypt, rotate, stopRotation, status. */
-    keyring: RotatingKeyringClass
+    keyring: RotatingKeyring
     /** The key life cycle: create, get, list, revoke, roll, reissue. */
-    apiKeys: ApiKeysClass
+    apiKeys: ApiKeys
     /** The verification hook as a function, for `@fastify/auth` or a route's own `onRequest`. */
     verifyApiKey: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
   }
@@ -286,24 +286,24 @@ declare namespace fastifySimpleApiKey {
   export type MigrateOptions = MigrateOptionsShape
   export type KnexInstance = Knex
   export {
-    fernetModule as fernet,
-    errorsModule as errors,
-    KeyringClass as Keyring,
-    RotatingKeyringClass as RotatingKeyring,
-    ApiKeysClass as ApiKeys,
-    fingerprintFunction as fingerprint,
-    envSchemaObject as envSchema,
-    MigrationSourceClass as MigrationSource,
-    migrationSourceObject as migrationSource,
-    migrationsTableNameValue as migrationsTableName,
-    migrateFunction as migrate,
-    migrationConfigFunction as migrationConfig,
-    rollbackAdoptionFunction as rollbackAdoption,
-    drfTablesObject as drfTables,
-    adoptDrfMigrationsTableNameValue as adoptDrfMigrationsTableName,
-    keyPatternFunction as keyPattern,
-    rateLimitByKeyFunction as rateLimitByKey,
-    unmatchedRouteValue as UNMATCHED_ROUTE,
+    fernet,
+    errors,
+    Keyring,
+    RotatingKeyring,
+    ApiKeys,
+    fingerprint,
+    envSchema,
+    MigrationSource,
+    migrationSource,
+    migrationsTableName,
+    migrate,
+    migrationConfig,
+    rollbackAdoption,
+    drfTables,
+    adoptDrfMigrationsTableName,
+    keyPattern,
+    rateLimitByKey,
+    UNMATCHED_ROUTE,
     fastifySimpleApiKey as default,
     fastifySimpleApiKey
   }
@@ -312,24 +312,49 @@ declare namespace fastifySimpleApiKey {
 Object.assign(fastifySimpleApiKey, {
   default: fastifySimpleApiKey,
   fastifySimpleApiKey,
-  fernet: fernetModule,
-  errors: errorsModule,
-  Keyring: KeyringClass,
-  RotatingKeyring: RotatingKeyringClass,
-  ApiKeys: ApiKeysClass,
-  fingerprint: fingerprintFunction,
-  envSchema: envSchemaObject,
-  MigrationSource: MigrationSourceClass,
-  migrationSource: migrationSourceObject,
-  migrationsTableName: migrationsTableNameValue,
-  migrate: migrateFunction,
-  migrationConfig: migrationConfigFunction,
-  rollbackAdoption: rollbackAdoptionFunction,
-  drfTables: drfTablesObject,
-  adoptDrfMigrationsTableName: adoptDrfMigrationsTableNameValue,
-  keyPattern: keyPatternFunction,
-  rateLimitByKey: rateLimitByKeyFunction,
-  UNMATCHED_ROUTE: unmatchedRouteValue
+  fernet,
+  errors,
+  Keyring,
+  RotatingKeyring,
+  ApiKeys,
+  fingerprint,
+  envSchema,
+  MigrationSource,
+  migrationSource,
+  migrationsTableName,
+  migrate,
+  migrationConfig,
+  rollbackAdoption,
+  drfTables,
+  adoptDrfMigrationsTableName,
+  keyPattern,
+  rateLimitByKey,
+  UNMATCHED_ROUTE
 })
 
 export = fastifySimpleApiKey
+
+// Never runs. Node's ESM loader reads the names of CommonJS exports from an object literal like this one, whose values
+// must be plain identifiers (esbuild's annotation), so that `import { Keyring } from 'fastify-simple-apikey'` works too.
+0 && (module.exports = {
+  default: fastifySimpleApiKey,
+  fastifySimpleApiKey,
+  fernet: fastifySimpleApiKey,
+  errors: fastifySimpleApiKey,
+  Keyring: fastifySimpleApiKey,
+  RotatingKeyring: fastifySimpleApiKey,
+  ApiKeys: fastifySimpleApiKey,
+  fingerprint: fastifySimpleApiKey,
+  envSchema: fastifySimpleApiKey,
+  MigrationSource: fastifySimpleApiKey,
+  migrationSource: fastifySimpleApiKey,
+  migrationsTableName: fastifySimpleApiKey,
+  migrate: fastifySimpleApiKey,
+  migrationConfig: fastifySimpleApiKey,
+  rollbackAdoption: fastifySimpleApiKey,
+  drfTables: fastifySimpleApiKey,
+  adoptDrfMigrationsTableName: fastifySimpleApiKey,
+  keyPattern: fastifySimpleApiKey,
+  rateLimitByKey: fastifySimpleApiKey,
+  UNMATCHED_ROUTE: fastifySimpleApiKey
+})
