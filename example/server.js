@@ -51,6 +51,7 @@ async function start () {
     '',
     `  curl -H "Authorization: Api-Key ${demoKey}" http://127.0.0.1:${port}/fruits`,
     '',
+    `Admin page: http://127.0.0.1:${port}/apikeys/admin (sign in with the key in ${adminFile})`,
     `The demo keys are in ${dataDir} (demo-key, demo-admin-key); delete that folder to start over.`,
     ''
   ].join('\n'))
