@@ -80,8 +80,19 @@ const VERIFY_COLUMNS = ['id', 'name', 'entity_id', 'expiry_date', 'revoked', 'cr
   'hashed_secret', 'previous_hashed_secret', 'previous_secret_expires', 'metadata', 'last_used_at', 'secret_fingerprint']
 
 export interface KeyStoreOptions {
-  /** Read keys for verification with a named prepared statement on Knex's pooled connections: for a PostgreSQL server through `pg`, not PGlite. */
+  /**
+   * Read keys for verification in batches, with a named prepared statement on Knex's pooled connections:
+   * for a PostgreSQL server through `pg`, not PGlite.
+   */
   preparedReads?: boolean
+}
+
+// Ids read in one query at most; more wait for the next.
+const MAX_BATCH = 500
+
+interface Waiter {
+  resolve: (row: Row | undefined) => void
+  reject: (err: unknown) => void
 }
 
 /** The verification read, compiled once: Knex's query object with its statement name. */
@@ -95,6 +106,8 @@ export class KeyStore {
   readonly knex: Knex
   readonly table: string
   #prepared: PreparedFind | null
+  // Ids asked for in this turn of the event loop, with who waits for each.
+  #batch: Map<number, Waiter[]> | null = null
 
   constructor (knex: Knex, tables: Tables, options: KeyStoreOptions = {}) {
     this.knex = knex
@@ -131,37 +144,71 @@ export class KeyStore {
   }
 
   async find (id: number): Promise<StoredKey | null> {
+    const row = this.#prepared === null ? await this.#findOne(id) : await this.#findBatched(id)
+    return row === undefined ? null : toStoredKey(row)
+  }
+
+  async #findOne (id: number): Promise<Row | undefined> {
     try {
-      const row: Row | undefined = this.#prepared === null ? await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first() : await this.#findPrepared(id)
-      return row === undefined ? null : toStoredKey(row)
+      return await this.knex(this.table).select(VERIFY_COLUMNS).where({ id }).first()
     } catch (err) {
-      if (isOutOfRange(err)) return null
-      if (this.#prepared !== null && isLostStatement(err)) {
-        // A pooler that hands each statement to any server connection (PgBouncer's transaction mode before 1.21) loses named statements.
-        this.#prepared = null
-        return this.find(id)
-      }
+      if (isOutOfRange(err)) return undefined
       throw err
     }
   }
 
-  #compileFind (): PreparedFind {
-    const { method, sql } = this.knex(this.table).select(VERIFY_COLUMNS).where({ id: 0 }).first().toSQL()
-    return { method, sql, options: { name: `simple_apikey_find_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}` } }
+  // With the cache off this read is on every request, and on a small machine the round trip to PostgreSQL is most of a request's cost.
+  // Reads asked for in one turn of the event loop go out together, as one indexed `id = ANY(...)` query: each request still reads
+  // after it arrived, and under load one round trip serves many.
+  #findBatched (id: number): Promise<Row | undefined> {
+    let batch = this.#batch
+    if (batch === null) {
+      batch = this.#batch = new Map()
+      setImmediate(() => this.#flush())
+    }
+    let waiters = batch.get(id)
+    if (waiters === undefined) batch.set(id, waiters = [])
+    return new Promise((resolve, reject) => waiters.push({ resolve, reject }))
   }
 
-  // With the cache off this read is on every request: the query builder's per-call compile and PostgreSQL's per-call parse and plan are
-  // most of its cost, so the SQL is compiled once and each pooled connection parses it once. Through Knex's own pool and `client.query`,
-  // so that the app's pool size, search path, timeouts and `query` events all apply as to any other query.
-  async #findPrepared (id: number): Promise<Row | undefined> {
+  #flush (): void {
+    const batch = this.#batch!
+    this.#batch = null
+    const ids = [...batch.keys()]
+    for (let start = 0; start < ids.length; start += MAX_BATCH) {
+      const chunk = ids.slice(start, start + MAX_BATCH)
+      this.#readRows(chunk).then(rows => {
+        const byId = new Map(rows.map(row => [Number(row.id), row]))
+        for (const id of chunk) for (const waiter of batch.get(id)!) waiter.resolve(byId.get(id))
+      }, err => {
+        for (const id of chunk) for (const waiter of batch.get(id)!) waiter.reject(err)
+      })
+    }
+  }
+
+  // Compiled once, and parsed once per pooled connection. Through Knex's own pool and `client.query`, so that the app's pool size,
+  // search path, timeouts and `query` events apply as to any other query.
+  async #readRows (ids: number[]): Promise<Row[]> {
+    if (this.#prepared === null) return this.knex(this.table).select(VERIFY_COLUMNS).whereRaw('?? = any(?::bigint[])', ['id', ids])
     const client = this.knex.client
     const connection = await client.acquireConnection()
     try {
-      const { response } = await client.query(connection, { ...this.#prepared, bindings: [id, 1] })
-      return response.rows[0]
+      const { response } = await client.query(connection, { ...this.#prepared, bindings: [ids] })
+      return response.rows
+    } catch (err) {
+      if (!isLostStatement(err)) throw err
+      // A pooler that hands each statement to any server connection (PgBouncer's transaction mode before 1.21) loses named statements.
+      this.#prepared = null
     } finally {
       await client.releaseConnection(connection)
     }
+    return this.#readRows(ids)
+  }
+
+  #compileFind (): PreparedFind {
+    // bigint[]: an id out of range of an integer column (drf-simple-apikey's) matches nothing instead of failing the whole batch.
+    const { method, sql } = this.knex(this.table).select(VERIFY_COLUMNS).whereRaw('?? = any(?::bigint[])', ['id', [0]]).toSQL()
+    return { method, sql, options: { name: `simple_apikey_find_${createHash('sha256').update(sql).digest('hex').slice(0, 16)}` } }
   }
 
   async list (filter: ListFilter = {}): Promise<KeyPage> {

@@ -86,6 +86,35 @@ test('cache: false reads through one prepared statement per connection, and fall
   t.same(await statements(), [], 'and stays on it')
 })
 
+test('cache: false: concurrent requests with different keys share one query, each answered from its own row', async t => {
+  const db = await createTestDatabase(t, 'cache_batch')
+  const queries = queryCounter(db.knex)
+  const app = await buildApp(t, db.knex, { ...QUIET, cache: false })
+  const valid = await Promise.all(Array.from({ length: 20 }, (_, index) => app.apiKeys.create({ entityId: `e${index}` })))
+  const revoked = await app.apiKeys.create({ entityId: 'revoked' })
+  await app.apiKeys.revoke(revoked.record.id)
+  const expired = await app.apiKeys.create({ entityId: 'expired' })
+  await db.knex('api_keys').where({ id: expired.record.id }).update({ expiry_date: new Date(Date.now() - 1000) })
+  const elsewhere = await app.apiKeys.create({ entityId: 'elsewhere', whitelistedIps: ['192.0.2.1'] })
+  const unknown = new Keyring([secretA]).encrypt({ _pk: 2 ** 40, _exp: 4e9 })
+
+  const cases: Array<[string, string, { status: number, code?: string, entityId?: string }]> = [
+    ...valid.map((issued, index) => [`valid ${index}`, issued.key, { status: 200, entityId: `e${index}` }] as [string, string, { status: number, entityId: string }]),
+    ['revoked', revoked.key, { status: 401, code: 'FST_APIKEY_REVOKED' }],
+    ['expired', expired.key, { status: 401, code: 'FST_APIKEY_EXPIRED' }],
+    ['allowed elsewhere', elsewhere.key, { status: 403, code: 'FST_APIKEY_IP_NOT_ALLOWED' }],
+    ['unknown id', unknown, { status: 401, code: 'FST_APIKEY_NOT_FOUND' }]
+  ]
+  const before = queries.keyReads
+  const answers = await Promise.all(cases.map(async ([, key]) => {
+    const res = await app.inject({ url: '/whoami', headers: auth(key) })
+    return res.statusCode === 200 ? { status: 200, entityId: res.json().apiKey.entityId } : { status: res.statusCode, code: res.json().code }
+  }))
+  const reads = queries.keyReads - before
+  for (const [index, [name, , expected]] of cases.entries()) t.same(answers[index], expected, name)
+  t.ok(reads >= 1 && reads < cases.length, `${cases.length} concurrent requests, ${reads} read(s)`)
+})
+
 test('concurrent first requests with one key cause exactly one database read', async t => {
   const db = await createTestDatabase(t, 'cache_flight')
   const queries = queryCounter(db.knex)
