@@ -186,7 +186,7 @@ export class RotatingKeyring {
       details: { from: plan.encrypting.fingerprint, to: plan.staged.fingerprint, endsAt }
     })
     await this.refresh()
-    await this.#publish()
+    await this.#options.publish()
     return this.status()
   }
 
@@ -205,7 +205,7 @@ export class RotatingKeyring {
     }
     this.#options.audit.record('rotation.stopped', context, { rotationId: Number(rows[0].id) })
     await this.refresh()
-    await this.#publish()
+    await this.#options.publish()
     return this.status()
   }
 
@@ -258,14 +258,6 @@ export class RotatingKeyring {
     this.#followClock()
     if (this.#keyring === null || this.#plan === null) throw new NoUsableSecretError(ALL_RETIRED)
     return this.#plan
-  }
-
-  async #publish (): Promise<void> {
-    try {
-      await this.#options.publish()
-    } catch (err) {
-      this.#options.log.warn({ err }, 'fastify-simple-apikey: could not notify the other instances; they follow at their next re-read (syncInterval)')
-    }
   }
 
   async #read (): Promise<void> {

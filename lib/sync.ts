@@ -70,13 +70,20 @@ export class Sync {
     this.#options.onMessage({ kind: 'rotation' })
   }
 
-  /** Tells every instance, this one included, through the database. */
+  /**
+   * Tells every instance, this one included, through the database. Never rejects: the change it announces is
+   * already done, and the other instances still see it by their periodic re-read or cache expiry.
+   */
   async publish (message: SyncMessage): Promise<void> {
     if (!this.#options.shared) {
       this.#options.onMessage(message)
       return
     }
-    await this.#options.knex.raw('select pg_notify(?, ?)', [this.#channel, JSON.stringify(message)])
+    try {
+      await this.#options.knex.raw('select pg_notify(?, ?)', [this.#channel, JSON.stringify(message)])
+    } catch (err) {
+      this.#options.log.error({ err, kind: message.kind }, 'fastify-simple-apikey: could not notify the other instances; they follow within syncInterval or the cache TTL')
+    }
   }
 
   async close (): Promise<void> {
