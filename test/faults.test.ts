@@ -1,18 +1,12 @@
 import { test } from 'tap'
 import { setTimeout as sleep, setImmediate as nextTurn } from 'node:timers/promises'
-import Knex from 'knex'
 import { createTestDatabase } from './helpers/database'
-import { startDatabaseProxy } from './helpers/proxy'
+import { connectThroughProxy } from './helpers/proxy'
 import { buildApp, auth } from './helpers/app'
 
 test('PostgreSQL lost mid-load: uncached keys get 503, cached ones work until their TTL, all recovers without a restart', async t => {
   const db = await createTestDatabase(t, 'faults')
-  const proxy = await startDatabaseProxy()
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.port = String(proxy.port)
-  const knex = Knex({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 6 }, acquireConnectionTimeout: 800 })
-  t.teardown(() => knex.destroy())
+  const { proxy, knex } = await connectThroughProxy(t, db.url, { max: 6, acquireConnectionTimeout: 800 })
   const cacheTtl = 2500
   const app = await buildApp(t, knex, { cache: { ttl: cacheTtl }, syncInterval: 60_000 })
   const warm = await app.apiKeys.create({ entityId: 'warm' })
@@ -68,12 +62,7 @@ test('PostgreSQL lost mid-load: uncached keys get 503, cached ones work until th
 
 test('the notification listener reconnects after the database comes back', async t => {
   const db = await createTestDatabase(t, 'relisten')
-  const proxy = await startDatabaseProxy()
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.port = String(proxy.port)
-  const knex = Knex({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 4 }, acquireConnectionTimeout: 800 })
-  t.teardown(() => knex.destroy())
+  const { proxy, knex } = await connectThroughProxy(t, db.url, { max: 4, acquireConnectionTimeout: 800 })
   // Periodic re-reads and cache expiry are both far away: only a notification can bring the revoke in time.
   const follower = await buildApp(t, knex, { cache: { ttl: 600_000 }, syncInterval: 600_000 })
   const leader = await buildApp(t, db.connect(), { migrate: false })

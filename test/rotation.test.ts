@@ -4,7 +4,7 @@ import Knex from 'knex'
 import { createTestDatabase } from './helpers/database'
 import { buildApp, auth, secretA, secretB } from './helpers/app'
 import { buildLoggedApp, isUnder, reissuedUnder, waitFor } from './helpers/rotation'
-import { startDatabaseProxy } from './helpers/proxy'
+import { connectThroughProxy } from './helpers/proxy'
 import simpleApiKey, { fernet, fingerprint, migrate } from '../index'
 
 const fpA = fingerprint(secretA)
@@ -246,12 +246,7 @@ test('the rotation routes: status, start, stop, protected by apikeys:admin', asy
 test('the transition ends by the clock even when the database cannot be reached', async t => {
   const db = await createTestDatabase(t, 'rotation_offline')
   await migrate(db.knex)
-  const proxy = await startDatabaseProxy()
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.port = String(proxy.port)
-  const knex = Knex({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 4 }, acquireConnectionTimeout: 500 })
-  t.teardown(() => knex.destroy())
+  const { proxy, knex } = await connectThroughProxy(t, db.url, { max: 4, acquireConnectionTimeout: 500 })
   const { app, logText } = await buildLoggedApp(t, knex, { rotationFernetSecret: secretB, rotationPeriod: 1500, syncInterval: 60_000 })
   const keyA = await app.apiKeys.create({ entityId: 'a' })
   const { rotation } = await app.keyring.rotate()

@@ -3,8 +3,7 @@ import { Writable } from 'node:stream'
 import Fastify from 'fastify'
 import simpleApiKey, { fernet } from '../index'
 import { createTestDatabase } from './helpers/database'
-import { startDatabaseProxy } from './helpers/proxy'
-import Knex from 'knex'
+import { connectThroughProxy } from './helpers/proxy'
 
 const A = fernet.generateSecret()
 const B = fernet.generateSecret()
@@ -22,12 +21,7 @@ function capture () {
 
 test('no key, per-key secret or Fernet secret in logs, error messages or responses', async t => {
   const db = await createTestDatabase(t, 'secrets')
-  const proxy = await startDatabaseProxy()
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.port = String(proxy.port)
-  const knex = Knex({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 4 }, acquireConnectionTimeout: 1000 })
-  t.teardown(() => knex.destroy())
+  const { proxy, knex } = await connectThroughProxy(t, db.url)
   const log = capture()
   const app = Fastify({ logger: { level: 'trace', stream: log.stream } })
   await app.register(simpleApiKey, { knex, fernetSecret: A, rotationFernetSecret: B, migrate: true, cache: false, renewal: 'header', rotationPeriod: 60_000 })

@@ -2,7 +2,7 @@ import { test } from 'tap'
 import Knex from 'knex'
 import type { FastifyInstance } from 'fastify'
 import { createTestDatabase } from './helpers/database'
-import { startDatabaseProxy } from './helpers/proxy'
+import { connectThroughProxy } from './helpers/proxy'
 import { buildApp, auth } from './helpers/app'
 import { UNMATCHED_ROUTE } from '../index'
 
@@ -148,12 +148,7 @@ test('the timer writes on its own every flushInterval', async t => {
 
 test('a failed write keeps its counts for the next one, however many times it fails', async t => {
   const db = await createTestDatabase(t, 'usage_down')
-  const proxy = await startDatabaseProxy()
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.port = String(proxy.port)
-  const knex = Knex({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 4 }, acquireConnectionTimeout: 1000 })
-  t.teardown(() => knex.destroy())
+  const { proxy, knex } = await connectThroughProxy(t, db.url)
   const app = await buildApp(t, knex, { usage: { flushInterval: '1h' } })
   const { key, record } = await app.apiKeys.create({ entityId: 'e' })
   t.equal((await app.inject({ url: '/whoami', headers: auth(key) })).statusCode, 200)

@@ -1,10 +1,9 @@
 import { test } from 'tap'
 import { createHash } from 'node:crypto'
 import Fastify from 'fastify'
-import Knex from 'knex'
 import fastifyAuth from '@fastify/auth'
 import { createTestDatabase } from './helpers/database'
-import { startDatabaseProxy } from './helpers/proxy'
+import { connectThroughProxy } from './helpers/proxy'
 import { buildApp, auth, secretA, secretB } from './helpers/app'
 import simpleApiKey, { fernet, Keyring, keyPattern } from '../index'
 
@@ -141,12 +140,7 @@ test('keyPrefix: new keys carry it, keys without it still work, and keyPattern f
 
 test('a database that cannot be reached answers 503, never 500 and never lets through', async t => {
   const db = await createTestDatabase(t, 'down')
-  const proxy = await startDatabaseProxy()
-  t.teardown(() => proxy.close())
-  const url = new URL(db.url)
-  url.port = String(proxy.port)
-  const knex = Knex({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 4 }, acquireConnectionTimeout: 1000 })
-  t.teardown(() => knex.destroy())
+  const { proxy, knex } = await connectThroughProxy(t, db.url)
   const app = await buildApp(t, knex, { cache: false })
   const { key } = await app.apiKeys.create({ entityId: 'e' })
   t.equal((await app.inject({ url: '/whoami', headers: auth(key) })).statusCode, 200)

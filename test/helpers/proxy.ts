@@ -1,6 +1,7 @@
 // A TCP proxy in front of PostgreSQL that a test can cut and restore, to make the database unreachable for real.
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
+import knexFactory, { type Knex } from 'knex'
 
 export interface DatabaseProxy {
   port: number
@@ -48,4 +49,19 @@ export async function startDatabaseProxy (target = { host: '127.0.0.1', port: 54
       server.close(() => resolve())
     })
   }
+}
+
+interface Teardown {
+  teardown: (fn: () => Promise<void> | void) => void
+}
+
+/** A proxy in front of the test database and a Knex that reaches the test's schema only through it. */
+export async function connectThroughProxy (t: Teardown, databaseUrl: string, pool = { max: 4, acquireConnectionTimeout: 1000 }): Promise<{ proxy: DatabaseProxy, knex: Knex }> {
+  const proxy = await startDatabaseProxy()
+  t.teardown(() => proxy.close())
+  const url = new URL(databaseUrl)
+  url.port = String(proxy.port)
+  const knex = knexFactory({ client: 'pg', connection: url.toString(), pool: { min: 0, max: pool.max }, acquireConnectionTimeout: pool.acquireConnectionTimeout })
+  t.teardown(() => knex.destroy())
+  return { proxy, knex }
 }
