@@ -29,6 +29,10 @@ export class VerificationCache {
     return this.#entries.get(token) ?? this.#forged.get(token)
   }
 
+  has (token: string): boolean {
+    return this.#entries.has(token) || this.#forged.has(token)
+  }
+
   set (token: string, outcome: CachedOutcome): void {
     this.#entries.set(token, outcome)
   }

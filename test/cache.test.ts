@@ -52,15 +52,35 @@ test('a warm cache answers without any query; cache: false reads the key once pe
   t.same(new Set(warm), new Set([200]), '50 requests on a warm cache, all accepted')
   t.equal(queries.all - before, 0, 'with zero queries of any kind')
 
+  // A cached key inside a header of another form is parsed as any other header.
+  const status = async (authorization: string) => {
+    const res = await app.inject({ url: '/whoami', headers: { authorization } })
+    return { status: res.statusCode, code: res.statusCode === 200 ? null : res.json().code }
+  }
+  t.same(await status(`Api-Key ${key} ${key}`), { status: 401, code: 'FST_APIKEY_MALFORMED' }, 'cached key followed by another word: malformed')
+  t.same(await status(`Api-Key ${key} `), { status: 200, code: null }, 'trailing space: accepted, as drf-simple-apikey does')
+  t.same(await status(`Api-Key \t ${key}`), { status: 200, code: null }, 'any run of whitespace between keyword and key')
+  t.same(await status(`api-key ${key}`), { status: 401, code: 'FST_APIKEY_MISSING' }, 'the keyword is case-sensitive')
+  t.same(await status(`Api-Key${key}`), { status: 401, code: 'FST_APIKEY_MISSING' }, 'no space: no keyword')
+
+  const prefixedKnex = db.connect()
+  const prefixedQueries = queryCounter(prefixedKnex)
+  const prefixed = await buildApp(t, prefixedKnex, { ...QUIET, keyPrefix: 'sk_', migrate: false })
+  const issued = await prefixed.apiKeys.create({ entityId: 'e' })
+  const reads = await readsOf(prefixedQueries, async () => {
+    for (const form of [issued.key, issued.key.slice(3), issued.key, issued.key.slice(3)]) t.same(await get(prefixed, form), { status: 200, code: null })
+  })
+  t.equal(reads, 1, 'keyPrefix: with and without the prefix, one key, one read')
+
   const uncachedKnex = db.connect()
   const uncachedQueries = queryCounter(uncachedKnex)
   const uncached = await buildApp(t, uncachedKnex, { ...QUIET, cache: false, migrate: false })
   const statuses: number[] = []
-  const reads = await readsOf(uncachedQueries, async () => {
+  const uncachedReads = await readsOf(uncachedQueries, async () => {
     for (let i = 0; i < 10; i++) statuses.push((await get(uncached, key)).status)
   })
   t.same(new Set(statuses), new Set([200]), 'cache: false: 10 requests accepted')
-  t.equal(reads, 10, 'with 10 reads')
+  t.equal(uncachedReads, 10, 'with 10 reads')
 })
 
 test('cache: false reads through one prepared statement per connection, and falls back when a pooler loses it', async t => {
