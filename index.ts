@@ -105,8 +105,8 @@ async function fastifySimpleApiKey (fastify: FastifyInstance, options: fastifySi
   })
 
   const liveKeyring = keyring
-  const verifyApiKey = verifier.createHook((request, reply, token, verified) => {
-    usage?.record(verified.apiKey.id, request.method, request.routeOptions.url)
+  const verifyApiKey = verifier.createHook((request, reply, token, verified, route) => {
+    usage?.record(verified.apiKey.id, request.method, route.url)
     if (settings.renewal && liveKeyring.phase === 'transition' && verified.fingerprint !== liveKeyring.current.encryptingFingerprint) {
       reply.header('api-key-renewal', settings.keyPrefix + liveKeyring.reencrypt(token))
     }

@@ -259,36 +259,37 @@ export class Verifier {
    * Called with `done` (as an `onRequest` hook or by `@fastify/auth`) a cached key is verified without a promise;
    * called without, it returns one.
    */
-  createHook (onVerified?: (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey) => void): VerifyHook {
+  createHook (onVerified?: OnVerified): VerifyHook {
     const keyword = this.#options.keyword
     const fail = (reply: FastifyReply, err: unknown, done: Done): void => {
       if ((err as { statusCode?: number }).statusCode === 401) reply.header('www-authenticate', keyword)
       done(err as Error)
     }
-    const accept = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, done: Done): void => {
+    const accept = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, route: RouteConfig, done: Done): void => {
       request.apiKey = verified.apiKey
       try {
-        onVerified?.(request, reply, token, verified)
+        onVerified?.(request, reply, token, verified, route)
       } catch (err) {
         fail(reply, err, done)
         return
       }
       done()
     }
-    const finish = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, config: RouteApiKeyConfig | undefined, done: Done): void => {
+    const finish = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, route: RouteConfig, done: Done): void => {
       let checked: void | Promise<void>
       try {
-        checked = this.check(verified, request, config)
+        checked = this.check(verified, request, route.apiKey || undefined)
       } catch (err) {
         fail(reply, err, done)
         return
       }
-      if (checked === undefined) accept(request, reply, token, verified, done)
-      else checked.then(() => accept(request, reply, token, verified, done), err => fail(reply, err, done))
+      if (checked === undefined) accept(request, reply, token, verified, route, done)
+      else checked.then(() => accept(request, reply, token, verified, route, done), err => fail(reply, err, done))
     }
     const run = (request: FastifyRequest, reply: FastifyReply, done: Done): void => {
-      const config = request.routeOptions.config.apiKey
-      if (config === false) {
+      // Read once: Fastify builds a new routeOptions object on every read.
+      const route = request.routeOptions.config
+      if (route.apiKey === false) {
         done()
         return
       }
@@ -302,8 +303,8 @@ export class Verifier {
         fail(reply, err, done)
         return
       }
-      if (found instanceof Promise) found.then(verified => finish(request, reply, token, verified, config, done), err => fail(reply, err, done))
-      else finish(request, reply, token, found, config, done)
+      if (found instanceof Promise) found.then(verified => finish(request, reply, token, verified, route, done), err => fail(reply, err, done))
+      else finish(request, reply, token, found, route, done)
     }
     function verifyApiKey (request: FastifyRequest, reply: FastifyReply, done?: Done): Promise<void> | undefined {
       if (done !== undefined) {
@@ -317,6 +318,12 @@ export class Verifier {
 }
 
 type Done = (err?: Error) => void
+
+/** A route's config as Fastify keeps it: the app's `config` plus the route's `url` pattern and `method` (no `url` when no route matched). */
+type RouteConfig = FastifyRequest['routeOptions']['config']
+
+/** Runs for each accepted request, before `done`; `route` is the route's config, whose `url` is its pattern. A throw fails the request. */
+type OnVerified = (request: FastifyRequest, reply: FastifyReply, token: string, verified: VerifiedKey, route: RouteConfig) => void
 
 const SPACE = 0x20
 

@@ -292,7 +292,8 @@ test('refusals the row decided are cached too: a client retrying a revoked key c
   const ttl = 1500
   const app = await buildApp(t, db.knex, { ...QUIET, cache: { ttl } })
   const { key, record } = await app.apiKeys.create({ entityId: 'e' })
-  await app.apiKeys.revoke(record.id)
+  // Revoked in plain SQL: revoke()'s own notification, coming back to this instance at an unknown moment, would drop the cached refusal once more.
+  await db.knex('api_keys').where({ id: record.id }).update({ revoked: true })
   const answers: Array<{ status: number, code: string | null }> = []
   t.equal(await readsOf(queries, async () => { for (let i = 0; i < 20; i++) answers.push(await get(app, key)) }), 1, '20 requests with a revoked key: one read')
   t.same(new Set(answers.map(answer => answer.code)), new Set(['FST_APIKEY_REVOKED']), 'each refused as revoked')
