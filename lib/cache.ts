@@ -14,10 +14,18 @@ export type CachedOutcome = VerifiedKey | RefusedToken
 
 // Tokens refused on their seal alone are kept apart and few: a flood of forgeries churns this small set, never the keys in use.
 const FORGED_MAX = 1000
+// A token's last 43 characters hold most of its HMAC tag (32 bytes in base64url). Entries are found by them and then
+// compared whole: a lookup hashes 43 characters instead of the whole token, a fresh string on every request.
+const TAG_LENGTH = 43
+
+interface Entry<T> {
+  token: string
+  outcome: T
+}
 
 export class VerificationCache {
-  readonly #entries: LRUCache<string, CachedOutcome>
-  readonly #forged: LRUCache<string, RefusedToken>
+  readonly #entries: LRUCache<string, Entry<CachedOutcome>>
+  readonly #forged: LRUCache<string, Entry<RefusedToken>>
 
   constructor (options: CacheOptions = {}) {
     const ttl = options.ttl ?? 60_000
@@ -26,26 +34,23 @@ export class VerificationCache {
   }
 
   get (token: string): CachedOutcome | undefined {
-    return this.#entries.get(token) ?? this.#forged.get(token)
-  }
-
-  has (token: string): boolean {
-    return this.#entries.has(token) || this.#forged.has(token)
+    const tag = tagOf(token)
+    return outcomeFor(this.#entries.get(tag), token) ?? outcomeFor(this.#forged.get(tag), token)
   }
 
   set (token: string, outcome: CachedOutcome): void {
-    this.#entries.set(token, outcome)
+    this.#entries.set(tagOf(token), { token, outcome })
   }
 
   /** Remembers a token that failed its Fernet seal or claims, which no database read can change. */
   setForged (token: string, refused: RefusedToken): void {
-    this.#forged.set(token, refused)
+    this.#forged.set(tagOf(token), { token, outcome: refused })
   }
 
   /** Forgets every cached outcome of a key: after a revoke or roll, its next request is read afresh. */
   forgetKey (id: number): void {
-    for (const [token, outcome] of this.#entries.entries()) {
-      if (keyIdOf(outcome) === id) this.#entries.delete(token)
+    for (const [tag, entry] of this.#entries.entries()) {
+      if (keyIdOf(entry.outcome) === id) this.#entries.delete(tag)
     }
   }
 
@@ -68,6 +73,15 @@ export class VerificationCache {
   get forgedSize (): number {
     return this.#forged.size
   }
+}
+
+function tagOf (token: string): string {
+  return token.length <= TAG_LENGTH ? token : token.slice(-TAG_LENGTH)
+}
+
+// Another token with the same tag is a miss: only the whole token decides.
+function outcomeFor<T> (entry: Entry<T> | undefined, token: string): T | undefined {
+  return entry !== undefined && entry.token === token ? entry.outcome : undefined
 }
 
 function keyIdOf (outcome: CachedOutcome): number | null {

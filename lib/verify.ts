@@ -4,7 +4,7 @@ import type { BlockList } from 'node:net'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Keyring } from './keyring'
 import type { ApiKey, StoredKey } from './store'
-import type { VerificationCache } from './cache'
+import type { CachedOutcome, VerificationCache } from './cache'
 import { matches, toBlockList } from './ip'
 import {
   EntityInactiveError, ExpiredKeyError, HttpsRequiredError, InsufficientScopeError, InvalidKeyError, IpDeniedError,
@@ -87,16 +87,14 @@ export class Verifier {
     return this.#options.keyPrefix !== '' && key.startsWith(this.#options.keyPrefix) ? key.slice(this.#options.keyPrefix.length) : key
   }
 
-  // `<keyword> <key>`, the form every client sends, with a key the cache knows: the key is taken as is, skipping the general
-  // parse. Only what tokenOf returned is ever cached, so a cached key has no whitespace, and tokenOf would return the same.
-  #recentToken (header: string | undefined): string | undefined {
-    const cache = this.#deps.cache
+  // `<keyword> <key>`, the form every client sends, cut without the general parse. Trusted only when the cache knows the
+  // key: only what tokenOf returned is ever cached, so a cached key has no whitespace, and tokenOf would return the same.
+  #tokenAsSent (header: string | undefined): string | undefined {
     const keyword = this.#options.keyword
-    if (cache === null || typeof header !== 'string' || header.charCodeAt(keyword.length) !== SPACE || !header.startsWith(keyword)) return undefined
+    if (typeof header !== 'string' || header.charCodeAt(keyword.length) !== SPACE || !header.startsWith(keyword)) return undefined
     const key = header.slice(keyword.length + 1)
     const prefix = this.#options.keyPrefix
-    const token = prefix !== '' && key.startsWith(prefix) ? key.slice(prefix.length) : key
-    return cache.has(token) ? token : undefined
+    return prefix !== '' && key.startsWith(prefix) ? key.slice(prefix.length) : key
   }
 
   /** The verified key for a token, from the cache, a read already under way, or the database. */
@@ -115,28 +113,28 @@ export class Verifier {
 
   // Synchronous up to the database read: a cached key costs no promise, and a forged token is refused before it reaches the map.
   #lookup (token: string): VerifiedKey | Promise<VerifiedKey> {
-    // Reading the keyring first lets a transition that just ended drop the cache before a cached key is served.
-    const keyring = this.#deps.keyring.current
-    const cache = this.#deps.cache
-    if (cache !== null) {
-      if (keyring !== this.#forgedUnder) {
-        cache.clearForged()
-        this.#forgedUnder = keyring
-      }
-      const cached = cache.get(token)
-      if (cached !== undefined) {
-        if ('refused' in cached) throw refuse(cached)
-        return cached
-      }
-    }
+    const cached = this.#cached(token)
+    if (cached !== undefined) return fromCache(cached)
     const pending = this.#inflight.get(token)
     if (pending !== undefined) return pending
-    const claims = this.#claimsOf(keyring, token)
+    const claims = this.#claimsOf(this.#deps.keyring.current, token)
     const loading = this.#load(token, claims).finally(() => {
       if (this.#inflight.get(token) === loading) this.#inflight.delete(token)
     })
     this.#inflight.set(token, loading)
     return loading
+  }
+
+  #cached (token: string): CachedOutcome | undefined {
+    // Reading the keyring first lets a transition that just ended drop the cache before a cached key is served.
+    const keyring = this.#deps.keyring.current
+    const cache = this.#deps.cache
+    if (cache === null) return undefined
+    if (keyring !== this.#forgedUnder) {
+      cache.clearForged()
+      this.#forgedUnder = keyring
+    }
+    return cache.get(token)
   }
 
   /** After a revoke or roll: the key's next request is read afresh. */
@@ -297,8 +295,15 @@ export class Verifier {
       let found: VerifiedKey | Promise<VerifiedKey>
       try {
         const header = request.headers.authorization
-        token = this.#recentToken(header) ?? this.tokenOf(header)
-        found = this.#lookup(token)
+        const sent = this.#tokenAsSent(header)
+        const cached = sent === undefined ? undefined : this.#cached(sent)
+        if (cached === undefined) {
+          token = this.tokenOf(header)
+          found = this.#lookup(token)
+        } else {
+          token = sent!
+          found = fromCache(cached)
+        }
       } catch (err) {
         fail(reply, err, done)
         return
@@ -338,6 +343,11 @@ interface Claims {
   exp: number
   secret: string | undefined
   fingerprint: string
+}
+
+function fromCache (cached: CachedOutcome): VerifiedKey {
+  if ('refused' in cached) throw refuse(cached)
+  return cached
 }
 
 function refuse ({ refused, keyId }: RefusedToken): ApiKeyError {

@@ -83,6 +83,21 @@ test('a warm cache answers without any query; cache: false reads the key once pe
   t.equal(uncachedReads, 10, 'with 10 reads')
 })
 
+test('a token that ends like a cached key is judged whole: refused, and the key stays cached', async t => {
+  const db = await createTestDatabase(t, 'cache_tag')
+  const queries = queryCounter(db.knex)
+  const app = await buildApp(t, db.knex, QUIET)
+  const { key } = await app.apiKeys.create({ entityId: 'e' })
+  t.equal(await readsOf(queries, async () => t.same(await get(app, key), { status: 200, code: null })), 1)
+
+  const sameEnding = [`x${key.slice(1)}`, key.slice(0, 20) + (key[20] === 'A' ? 'B' : 'A') + key.slice(21), key.slice(-60)]
+  for (const token of sameEnding) {
+    t.equal(token.slice(-43), key.slice(-43), 'the same last 43 characters')
+    t.equal(await readsOf(queries, async () => t.same(await get(app, token), { status: 401, code: 'FST_APIKEY_INVALID' }, 'refused')), 0, 'without a read')
+    t.equal(await readsOf(queries, async () => t.same(await get(app, key), { status: 200, code: null }, 'the key itself still works')), 0, 'from the cache')
+  }
+})
+
 test('cache: false reads through one prepared statement per connection, and falls back when a pooler loses it', async t => {
   const db = await createTestDatabase(t, 'cache_prepared')
   // One connection, so that the test's own queries see the session the plugin's reads ran in.
