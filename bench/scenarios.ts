@@ -50,7 +50,7 @@ export const scenarios: Scenario[] = [
   },
   {
     id: 'd',
-    title: 'plugin, valid keys, cache: false (PostgreSQL read per request)',
+    title: 'plugin, valid keys, cache: false (every request reads its key; reads of one event-loop turn share a query)',
     server: 'plugin',
     credentials: 'many-valid',
     pluginOptions: { usage: false, cache: false },
