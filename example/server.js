@@ -34,6 +34,11 @@ async function start () {
   }))
   app.get('/health', { config: { apiKey: false } }, async () => ({ ok: true }))
 
+  // Ctrl-C closes the app, so that the embedded database and the last usage counts are written before the process ends.
+  for (const signal of ['SIGINT', 'SIGTERM']) {
+    process.once(signal, () => app.close().then(() => process.exit(0), () => process.exit(1)))
+  }
+
   await app.listen({ port, host: '127.0.0.1' })
 
   const { total } = await app.apiKeys.list({ limit: 0 })
