@@ -295,7 +295,7 @@ export class Verifier {
       let found: VerifiedKey | Promise<VerifiedKey>
       try {
         const header = request.headers.authorization
-        const sent = this.#tokenAsSent(header)
+        const sent = this.#deps.cache === null ? undefined : this.#tokenAsSent(header)
         const cached = sent === undefined ? undefined : this.#cached(sent)
         if (cached === undefined) {
           token = this.tokenOf(header)
