@@ -5,7 +5,7 @@ import { execFile, spawnSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
-import { createTestDatabase, type TestDatabase } from './helpers/database'
+import { createTestDatabase, type Teardown, type TestDatabase } from './helpers/database'
 import simpleApiKey, { Keyring, drfTables, fingerprint, migrate, rollbackAdoption, type SimpleApiKeyOptions } from '../index'
 
 const run = promisify(execFile)
@@ -61,10 +61,6 @@ const scopeRoutes: Record<string, string[]> = {
   '["fruits:delete"]': ['fruits:delete']
 }
 const scopeUrl = (required: string) => `/scoped/${Object.keys(scopeRoutes).indexOf(required)}`
-
-interface Teardown {
-  teardown: (fn: () => Promise<void> | void) => void
-}
 
 /** A schema with drf-simple-apikey's tables exactly as Django's migrations leave them, and the fixture's rows. */
 async function drfDatabase (t: Teardown, name: string, options: { integerIds?: boolean } = {}): Promise<TestDatabase> {

@@ -1,14 +1,11 @@
 // Test apps: a Fastify instance with the plugin on a test database and a protected and a public route.
 import Fastify, { type FastifyInstance } from 'fastify'
 import simpleApiKey, { fernet, type SimpleApiKeyOptions } from '../../index'
+import type { Teardown } from './database'
 import type { Knex } from 'knex'
 
 export const secretA = fernet.generateSecret()
 export const secretB = fernet.generateSecret()
-
-interface Teardown {
-  teardown: (fn: () => Promise<void> | void) => void
-}
 
 export async function buildApp (t: Teardown, knex: Knex, options: SimpleApiKeyOptions = {}, setup?: (app: FastifyInstance) => void): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })

@@ -14,7 +14,8 @@ export interface TestDatabase {
   url: string
 }
 
-interface Teardown {
+/** What the helpers need of a tap test: a place to register cleanup. */
+export interface Teardown {
   teardown: (fn: () => Promise<void> | void) => void
 }
 

@@ -2,6 +2,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import knexFactory, { type Knex } from 'knex'
+import type { Teardown } from './database'
 
 export interface DatabaseProxy {
   port: number
@@ -49,10 +50,6 @@ export async function startDatabaseProxy (target = { host: '127.0.0.1', port: 54
       server.close(() => resolve())
     })
   }
-}
-
-interface Teardown {
-  teardown: (fn: () => Promise<void> | void) => void
 }
 
 /** A proxy in front of the test database and a Knex that reaches the test's schema only through it. */

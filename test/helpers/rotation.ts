@@ -3,10 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { Knex } from 'knex'
 import simpleApiKey, { Keyring, type SimpleApiKeyOptions } from '../../index'
 import { secretA } from './app'
-
-interface Teardown {
-  teardown: (fn: () => Promise<void> | void) => void
-}
+import type { Teardown } from './database'
 
 export interface LogLine {
   level: number
